@@ -133,10 +133,9 @@ func (s *scanner) next(ctx context.Context, pos uint64) (Chunk, []byte, error) {
 		s.readSize = s.firstRead
 	}
 	for {
-		data := s.buf[pos-s.bufOff : s.n]
-		atEOF := s.bufOff+uint64(s.n) == s.size
-		if len(data) > 0 || atEOF {
-			if n, ok := s.c.cut.boundary(data, atEOF); ok {
+		if rel := pos - s.bufOff; rel < uint64(s.n) || (rel == uint64(s.n) && s.bufOff+uint64(s.n) == s.size) {
+			data := s.buf[rel:s.n]
+			if n, ok := s.c.cut.boundary(data, s.bufOff+uint64(s.n) == s.size); ok {
 				return NewChunk(pos, data[:n]), data[:n], nil
 			}
 		}
