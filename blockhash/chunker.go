@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 )
 
 // Read sizes of the streaming chunker. Reads start at multiples of Align,
@@ -13,11 +14,9 @@ import (
 const (
 	// Align is the alignment of read offsets, lengths and buffers.
 	Align = 4096
-	// DefaultReadSize is the read size of a full scan.
+	// DefaultReadSize is the read size of a full scan, and the largest
+	// read of a rehash.
 	DefaultReadSize = 1 << 20
-	// rehashReadSize is the first read size of a rehash span; it doubles
-	// up to the chunker's read size while the span continues.
-	rehashReadSize = 64 << 10
 )
 
 // ErrShortRead reports a volume that ended before the size the caller (or
@@ -68,7 +67,7 @@ func (c *Chunker) Boundary(data []byte, atEOF bool) (n int, ok bool) {
 // the number of bytes read from r. An error from fn stops the scan and is
 // returned as is.
 func (c *Chunker) Chunks(ctx context.Context, r io.ReaderAt, size uint64, fn func(Chunk, []byte) error) (bytesRead uint64, err error) {
-	s := c.newScanner(r, size, c.readSize)
+	s := c.newScanner(r, size, nil)
 	for pos := uint64(0); pos < size; {
 		ch, data, err := s.next(ctx, pos)
 		if err != nil {
@@ -104,23 +103,27 @@ type scanner struct {
 	buf       []byte // Align-aligned, len = capacity in use
 	bufOff    uint64 // volume offset of buf[0], a multiple of Align
 	n         int    // valid bytes in buf
-	readSize  int    // next read size
-	firstRead int    // read size after a jump
 	bytesRead uint64
+
+	// Rehash only: the stored chunk list and the end of the change being
+	// re-chunked. Reads then stop at the first stored cut that can end
+	// the chunk being built (or at the change's end, if later) instead of
+	// reading a full readSize.
+	stored []Chunk
+	change Range
 }
 
-func (c *Chunker) newScanner(r io.ReaderAt, size uint64, firstRead int) *scanner {
-	firstRead = min(firstRead, c.readSize)
+// newScanner returns a scanner over r. stored is nil for a full scan.
+func (c *Chunker) newScanner(r io.ReaderAt, size uint64, stored []Chunk) *scanner {
 	// Room for a whole max-size chunk that starts anywhere in an aligned
 	// block, plus one read.
 	capacity := alignUp(int(c.params.Max)+Align) + c.readSize
 	return &scanner{
-		c:         c,
-		r:         r,
-		size:      size,
-		buf:       alignedBuffer(capacity),
-		readSize:  firstRead,
-		firstRead: firstRead,
+		c:      c,
+		r:      r,
+		size:   size,
+		buf:    alignedBuffer(capacity),
+		stored: stored,
 	}
 }
 
@@ -130,7 +133,6 @@ func (s *scanner) next(ctx context.Context, pos uint64) (Chunk, []byte, error) {
 		// A jump: start over at pos.
 		s.bufOff = alignDown64(pos)
 		s.n = 0
-		s.readSize = s.firstRead
 	}
 	for {
 		if rel := pos - s.bufOff; rel < uint64(s.n) || (rel == uint64(s.n) && s.bufOff+uint64(s.n) == s.size) {
@@ -158,8 +160,8 @@ func (s *scanner) fill(pos uint64) error {
 		s.bufOff = keep
 	}
 	off := s.bufOff + uint64(s.n)
-	want := min(s.readSize, len(s.buf)-s.n) // a multiple of Align
-	need := min(uint64(want), s.size-off)   // bytes the volume must have
+	want := min(s.readLen(pos, off), len(s.buf)-s.n) // a multiple of Align
+	need := min(uint64(want), s.size-off)            // bytes the volume must have
 	got, err := s.r.ReadAt(s.buf[s.n:s.n+want], int64(off))
 	s.bytesRead += uint64(got)
 	if uint64(got) < need {
@@ -169,8 +171,27 @@ func (s *scanner) fill(pos uint64) error {
 		return fmt.Errorf("read at offset %d: %w", off, err)
 	}
 	s.n += int(need)
-	s.readSize = min(2*s.readSize, s.c.readSize)
 	return nil
+}
+
+// readLen returns the length of the read at off while building the chunk
+// that starts at pos.
+func (s *scanner) readLen(pos, off uint64) int {
+	if s.stored == nil {
+		return s.c.readSize
+	}
+	// The chunk most likely ends at the first stored cut that it may
+	// end at (at least Min bytes after pos) past what is buffered.
+	from := max(off, pos+uint64(s.c.params.Min))
+	j := sort.Search(len(s.stored), func(i int) bool { return s.stored[i].End() > from })
+	target := s.size
+	if j < len(s.stored) {
+		target = s.stored[j].End()
+	}
+	if s.change.Off < target {
+		target = max(target, s.change.End())
+	}
+	return min(max(alignUp64(target-off), Align), s.c.readSize)
 }
 
 // alignedBuffer returns a slice of n bytes whose first byte is
@@ -184,3 +205,5 @@ func alignedBuffer(n int) []byte {
 func alignUp(n int) int { return (n + Align - 1) &^ (Align - 1) }
 
 func alignDown64(n uint64) uint64 { return n &^ (Align - 1) }
+
+func alignUp64(n uint64) int { return int(min((n+Align-1)&^(Align-1), 1<<40)) }

@@ -63,7 +63,7 @@ func (c *Chunker) Rehash(ctx context.Context, volume string, r io.ReaderAt, size
 	if err != nil {
 		return nil, Diff{}, err
 	}
-	s := c.newScanner(r, size, rehashReadSize)
+	s := c.newScanner(r, size, old)
 	var d Diff
 	out := make([]Chunk, 0, len(old)+len(ranges))
 	oi := 0         // next old chunk not yet copied or removed
@@ -83,6 +83,10 @@ func (c *Chunker) Rehash(ctx context.Context, volume string, r io.ReaderAt, size
 		spanStart, addedFrom := pos, len(out)
 		sync := k // old[sync] is the first stored chunk ending at or after pos
 		for {
+			s.change = Range{}
+			if ri < len(ranges) {
+				s.change = ranges[ri]
+			}
 			ch, _, err := s.next(ctx, pos)
 			if err != nil {
 				return nil, Diff{}, fmt.Errorf("rehash volume %q at offset %d: %w", volume, pos, err)
