@@ -90,11 +90,15 @@ func report(t *testing.T, res *Result) {
 }
 
 // TestGuest boots the guest once and runs every TestKernel test of the
-// project in it. It fails on any in-guest failure, on a kernel
+// project in it (or only those of the packages in DMSYNC_VM_PKGS, e.g.
+// DMSYNC_VM_PKGS="./logd ./dmtarget"). It fails on any in-guest failure, on a kernel
 // BUG/WARNING/oops, and on a timeout.
 func TestGuest(t *testing.T) {
 	cfg := requireVM(t)
 	cfg.Packages = kernelTestPackages(t, cfg.Root)
+	if only := os.Getenv("DMSYNC_VM_PKGS"); only != "" {
+		cfg.Packages = strings.Fields(only)
+	}
 	cfg.Binaries = []string{"./cmd/dmsyncd", "./cmd/dmsync"}
 	cfg.Timeout = 25 * time.Minute
 	t.Logf("guest packages: %v", cfg.Packages)

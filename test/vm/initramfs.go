@@ -196,11 +196,23 @@ func baseImage(cacheDir string, k Kernel) (string, error) {
 	for buf.Len()%4 != 0 {
 		buf.WriteByte(0)
 	}
-	tmp := out + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return "", fmt.Errorf("write initramfs %s: %w", tmp, err)
+	// Two harnesses may build at once: write a private file, then rename.
+	tmp, err := os.CreateTemp(cacheDir, "base-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("initramfs cache %s: %w", cacheDir, err)
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write initramfs %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("write initramfs %s: %w", tmp.Name(), err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
 	}
 	// Old images of this kernel are stale now.
