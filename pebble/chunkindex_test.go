@@ -375,3 +375,37 @@ func FuzzChunkIndexCodec(f *testing.F) {
 		}
 	})
 }
+
+func TestChunkIndexRange(t *testing.T) {
+	db := openMem(t, vfs.NewMem())
+	defer db.Close()
+	x := NewChunkIndex(db)
+	data := randomVolume(6, 300000)
+	list := chunkAll(t, data)
+	if err := x.Create("v", VolumeInfo{Params: testParams, Size: uint64(len(data))}, list); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(6, 6))
+	for range 300 {
+		r := blockhash.Range{Off: rng.Uint64N(310000), Len: rng.Uint64N(20000)}
+		got, err := x.Range("v", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := blockhash.ChunksIn(list, r); !slices.Equal(got, want) {
+			t.Fatalf("Range(%v): %d chunks, want %d", r, len(got), len(want))
+		}
+	}
+	// A missing entry inside the range is reported with its offset.
+	if err := db.Delete(chunkKey("v", list[5].Offset), pebbledb.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_, err := x.Range("v", blockhash.Range{Off: list[4].Offset, Len: list[4].Length + list[5].Length + 1})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", list[5].Offset)) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = x.Range("v", blockhash.Range{Off: list[5].Offset + 1, Len: 1})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v", err)
+	}
+}
