@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
+	"sync"
 )
 
 // Read sizes of the streaming chunker. Reads start at multiples of Align,
@@ -29,6 +31,7 @@ type Chunker struct {
 	params   Params
 	cut      cutter
 	readSize int
+	workers  int
 }
 
 // Option configures a Chunker.
@@ -40,12 +43,19 @@ func WithReadSize(n int) Option {
 	return func(c *Chunker) { c.readSize = max(Align, alignUp(n)) }
 }
 
+// WithWorkers sets how many goroutines hash the chunks of a full scan
+// (Chunks, All); the default is GOMAXPROCS. Rehash hashes on the caller's
+// goroutine.
+func WithWorkers(n int) Option {
+	return func(c *Chunker) { c.workers = max(1, n) }
+}
+
 // NewChunker returns a chunker for p, or an error wrapping ErrParams.
 func NewChunker(p Params, opts ...Option) (*Chunker, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Chunker{params: p, cut: newCutter(p), readSize: DefaultReadSize}
+	c := &Chunker{params: p, cut: newCutter(p), readSize: DefaultReadSize, workers: runtime.GOMAXPROCS(0)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -68,17 +78,57 @@ func (c *Chunker) Boundary(data []byte, atEOF bool) (n int, ok bool) {
 // returned as is.
 func (c *Chunker) Chunks(ctx context.Context, r io.ReaderAt, size uint64, fn func(Chunk, []byte) error) (bytesRead uint64, err error) {
 	s := c.newScanner(r, size, nil)
+	var (
+		chunks []Chunk
+		datas  [][]byte
+	)
 	for pos := uint64(0); pos < size; {
-		ch, data, err := s.next(ctx, pos)
+		// Cut every chunk the buffer holds (reading only for the first),
+		// hash them on the workers, then hand them out in order.
+		data, err := s.cutAt(ctx, pos)
 		if err != nil {
 			return s.bytesRead, err
 		}
-		if err := fn(ch, data); err != nil {
-			return s.bytesRead, err
+		chunks, datas = chunks[:0], datas[:0]
+		for next := pos; ; {
+			chunks = append(chunks, Chunk{Offset: next, Length: uint64(len(data))})
+			datas = append(datas, data)
+			next += uint64(len(data))
+			var ok bool
+			if data, ok = s.tryCut(next); !ok {
+				break
+			}
 		}
-		pos = ch.End()
+		c.hashAll(chunks, datas)
+		for i, ch := range chunks {
+			if err := fn(ch, datas[i]); err != nil {
+				return s.bytesRead, err
+			}
+		}
+		pos = chunks[len(chunks)-1].End()
 	}
 	return s.bytesRead, nil
+}
+
+// hashAll fills in the IDs and fingerprints of chunks, whose bytes are
+// datas, on up to c.workers goroutines.
+func (c *Chunker) hashAll(chunks []Chunk, datas [][]byte) {
+	workers := min(c.workers, len(chunks))
+	if workers <= 1 {
+		for i := range chunks {
+			chunks[i] = NewChunk(chunks[i].Offset, datas[i])
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(chunks); i += workers {
+				chunks[i] = NewChunk(chunks[i].Offset, datas[i])
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // All returns the chunk list of the volume r of size bytes and the number of
@@ -129,25 +179,48 @@ func (c *Chunker) newScanner(r io.ReaderAt, size uint64, stored []Chunk) *scanne
 
 // next returns the chunk that starts at volume offset pos < size.
 func (s *scanner) next(ctx context.Context, pos uint64) (Chunk, []byte, error) {
+	data, err := s.cutAt(ctx, pos)
+	if err != nil {
+		return Chunk{}, nil, err
+	}
+	return NewChunk(pos, data), data, nil
+}
+
+// cutAt returns the bytes of the chunk that starts at volume offset
+// pos < size, reading as needed. The slice is valid until the next read.
+func (s *scanner) cutAt(ctx context.Context, pos uint64) ([]byte, error) {
 	if pos < s.bufOff || pos > s.bufOff+uint64(s.n) {
 		// A jump: start over at pos.
 		s.bufOff = alignDown64(pos)
 		s.n = 0
 	}
 	for {
-		if rel := pos - s.bufOff; rel < uint64(s.n) || (rel == uint64(s.n) && s.bufOff+uint64(s.n) == s.size) {
-			data := s.buf[rel:s.n]
-			if n, ok := s.c.cut.boundary(data, s.bufOff+uint64(s.n) == s.size); ok {
-				return NewChunk(pos, data[:n]), data[:n], nil
-			}
+		if data, ok := s.tryCut(pos); ok {
+			return data, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return Chunk{}, nil, err
+			return nil, err
 		}
 		if err := s.fill(pos); err != nil {
-			return Chunk{}, nil, err
+			return nil, err
 		}
 	}
+}
+
+// tryCut returns the bytes of the chunk that starts at pos if the buffer
+// holds enough to decide its end, without reading.
+func (s *scanner) tryCut(pos uint64) ([]byte, bool) {
+	if pos < s.bufOff {
+		return nil, false
+	}
+	end := s.bufOff + uint64(s.n)
+	rel := pos - s.bufOff
+	if rel > uint64(s.n) || (rel == uint64(s.n) && end != s.size) || pos >= s.size {
+		return nil, false
+	}
+	data := s.buf[rel:s.n]
+	n, ok := s.c.cut.boundary(data, end == s.size)
+	return data[:n], ok
 }
 
 // fill drops buffered bytes before pos's aligned block and reads the next
