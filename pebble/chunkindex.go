@@ -95,6 +95,9 @@ func (x *ChunkIndex) Create(volume string, info VolumeInfo, chunks []blockhash.C
 	if err := checkVolumeName(volume); err != nil {
 		return err
 	}
+	if err := info.Params.Validate(); err != nil {
+		return fmt.Errorf("create chunk index of volume %q: %w", volume, err)
+	}
 	var off uint64
 	for _, c := range chunks {
 		if c.Offset != off || c.Length == 0 {
