@@ -264,7 +264,7 @@ func (s *scanner) readLen(pos, off uint64) int {
 	if s.change.Off < target {
 		target = max(target, s.change.End())
 	}
-	return min(max(alignUp64(target-off), Align), s.c.readSize)
+	return int(max(min(alignUp64(target-off), uint64(s.c.readSize)), Align))
 }
 
 // alignedBuffer returns a slice of n bytes whose first byte is
@@ -279,4 +279,4 @@ func alignUp(n int) int { return (n + Align - 1) &^ (Align - 1) }
 
 func alignDown64(n uint64) uint64 { return n &^ (Align - 1) }
 
-func alignUp64(n uint64) int { return int(min((n+Align-1)&^(Align-1), 1<<40)) }
+func alignUp64(n uint64) uint64 { return (n + Align - 1) &^ (Align - 1) }
