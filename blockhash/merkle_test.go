@@ -1,6 +1,8 @@
 package blockhash
 
 import (
+	"bytes"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -235,3 +237,43 @@ func TestTreeDiffScaling(t *testing.T) {
 		prev = st.RemoteHashes
 	}
 }
+
+// TestTreeDiffCoversChanges: after writes on the sender, the ranges the
+// Merkle descent finds against the receiver's (old) tree cover every byte
+// that differs between the two volumes.
+func TestTreeDiffCoversChanges(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 15))
+	c := mustChunker(t, testParams)
+	for iter := range 30 {
+		before := randomBytes(uint64(100+iter), 1<<20)
+		after := slices.Clone(before)
+		var changes []Range
+		for range 1 + rng.IntN(3) {
+			changes = append(changes, mutate(rng, after, changeKinds[rng.IntN(len(changeKinds))])...)
+		}
+		old := chunkAll(t, c, before)
+		list, _, err := c.Rehash(t.Context(), "v", bytesReader(after), uint64(len(after)), old, changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ranges, _, err := NewTree(list).Diff(NewTree(old))
+		if err != nil {
+			t.Fatal(err)
+		}
+		covered := func(i uint64) bool {
+			for _, r := range ranges {
+				if i >= r.Off && i < r.End() {
+					return true
+				}
+			}
+			return false
+		}
+		for i := range before {
+			if before[i] != after[i] && !covered(uint64(i)) {
+				t.Fatalf("iter %d: byte %d differs but no Diff range covers it (%v)", iter, i, ranges)
+			}
+		}
+	}
+}
+
+func bytesReader(b []byte) io.ReaderAt { return bytes.NewReader(b) }
