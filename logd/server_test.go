@@ -152,7 +152,7 @@ func TestServerBadInput(t *testing.T) {
 
 type failingStore struct{ logd.Store }
 
-func (failingStore) Commit([]logd.Change, bool) error { return errors.New("disk on fire") }
+func (failingStore) Commit([]logd.Change, bool) error     { return errors.New("disk on fire") }
 func (failingStore) Load() ([]logd.VolumeSnapshot, error) { return nil, nil }
 
 func TestServerStoreFailureSendsNoReply(t *testing.T) {

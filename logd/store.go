@@ -26,8 +26,8 @@ func (s PebbleStore) Load() ([]VolumeSnapshot, error) {
 	for _, v := range vols {
 		r := v.Record
 		out = append(out, VolumeSnapshot{
-			UUID: v.UUID,
-			Meta: VolumeMeta{RegionSectors: r.RegionSectors, Regions: r.Regions, Sectors: r.Sectors, NextGen: r.NextGen, Table: r.Table},
+			UUID:   v.UUID,
+			Meta:   VolumeMeta{RegionSectors: r.RegionSectors, Regions: r.Regions, Sectors: r.Sectors, NextGen: r.NextGen, Table: r.Table},
 			InSync: v.InSync, Marked: v.Marked, Pending: v.Pending,
 		})
 	}
