@@ -41,9 +41,11 @@ type Server struct {
 	failed error
 	out    []byte
 
-	// Drop-log rate limit: at most one line per kind per interval.
+	// Drop-log rate limit: at most one line per interval.
 	lastDrop time.Time
 	drops    int
+	// served counts requests by type, for the shutdown summary.
+	served [256]uint64
 }
 
 var _ Replicator = (*Server)(nil)
@@ -73,6 +75,7 @@ func NewServer(store Store, log *slog.Logger) (*Server, error) {
 func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
+	defer s.logServed()
 	for {
 		dgrams, err := conn.Receive(ctx)
 		if err != nil {
@@ -103,6 +106,7 @@ func (s *Server) handle(conn Conn, dgrams [][]byte) error {
 				s.dropped(err)
 				continue
 			}
+			s.served[m.Req.Type()]++
 			s.core.Step(&m)
 		}
 	}
@@ -149,6 +153,31 @@ func (s *Server) readyLocked(conn Conn) error {
 	}
 	s.core.Advance(rd)
 	return nil
+}
+
+// RequestCounts returns how many requests of each type were served.
+func (s *Server) RequestCounts() map[RequestType]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[RequestType]uint64{}
+	for t, n := range s.served {
+		if n > 0 {
+			out[RequestType(t)] = n
+		}
+	}
+	return out
+}
+
+func (s *Server) logServed() {
+	s.mu.Lock()
+	var attrs []any
+	for t, n := range s.served {
+		if n > 0 {
+			attrs = append(attrs, RequestType(t).String(), n)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("requests served", attrs...)
 }
 
 func (s *Server) dropped(err error) {
