@@ -235,7 +235,7 @@ func TestParseTable(t *testing.T) {
 	if !reflect.DeepEqual(ts, want) {
 		t.Fatalf("got %+v", ts)
 	}
-	if FormatTable(ts) != "0 100 error \n100 50 linear /dev/vda 8\n" {
+	if FormatTable(ts) != "0 100 error\n100 50 linear /dev/vda 8\n" {
 		t.Fatalf("FormatTable = %q", FormatTable(ts))
 	}
 	for _, bad := range []string{"0 100", "x 100 error", "0 -1 error"} {

@@ -18,6 +18,9 @@ type Target struct {
 
 // String formats the target as a dmsetup table line.
 func (t Target) String() string {
+	if t.Params == "" {
+		return fmt.Sprintf("%d %d %s", t.Start, t.Length, t.Type)
+	}
 	return fmt.Sprintf("%d %d %s %s", t.Start, t.Length, t.Type, t.Params)
 }
 
