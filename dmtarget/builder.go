@@ -91,11 +91,15 @@ func (p *Plan) Commands() []string {
 // the volume. Every problem found is reported at once.
 func (b *Builder) Plan(ctx context.Context, spec VolumeSpec) (*Plan, error) {
 	spec.EnsureDefaults()
-	if err := spec.Validate(); err != nil {
-		return nil, err
-	}
 	var errs []error
-	minSize := max(2*spec.RegionSize, 1<<20)
+	if err := spec.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	rs := spec.RegionSize
+	if rs&(rs-1) != 0 || rs < minRegionSize || rs > maxRegionSize {
+		rs = DefaultRegionSize // reported above; size checks go on with the default
+	}
+	minSize := max(2*rs, 1<<20)
 	if spec.Crypt == CryptLUKS2 {
 		minSize += luks2Overhead
 	}
@@ -107,7 +111,7 @@ func (b *Builder) Plan(ctx context.Context, spec VolumeSpec) (*Plan, error) {
 		}
 		if n < minSize {
 			errs = append(errs, fmt.Errorf("%w: %s device %s is %s, smaller than the %s this volume needs (region size %s%s): use a bigger device",
-				ErrInvalid, role, path, FormatSize(n), FormatSize(minSize), FormatSize(spec.RegionSize), map[bool]string{true: " + 16M LUKS2 header"}[spec.Crypt == CryptLUKS2]))
+				ErrInvalid, role, path, FormatSize(n), FormatSize(minSize), FormatSize(rs), map[bool]string{true: " + 16M LUKS2 header"}[spec.Crypt == CryptLUKS2]))
 			return 0
 		}
 		if err := b.Host.CheckUnused(path); err != nil {
@@ -115,8 +119,11 @@ func (b *Builder) Plan(ctx context.Context, spec VolumeSpec) (*Plan, error) {
 		}
 		return n
 	}
-	dataSize := size("data", "--data", spec.Data)
-	if !spec.OneDisk() {
+	var dataSize uint64
+	if spec.Data != "" {
+		dataSize = size("data", "--data", spec.Data)
+	}
+	if !spec.OneDisk() && spec.Mirror != spec.Data {
 		if m := size("mirror", "--mirror", spec.Mirror); m != 0 && dataSize != 0 && m != dataSize {
 			errs = append(errs, fmt.Errorf("%w: legs differ in size: --data %s is %d bytes, --mirror %s is %d bytes: use devices of equal size (e.g. partitions or LVs of %d bytes)",
 				ErrInvalid, spec.Data, dataSize, spec.Mirror, m, min(dataSize, m)))
@@ -130,6 +137,9 @@ func (b *Builder) Plan(ctx context.Context, spec VolumeSpec) (*Plan, error) {
 		names = append(names, sinkName(spec.Name), sinkErrName(spec.Name))
 	}
 	for _, n := range names {
+		if ValidateName(spec.Name) != nil {
+			break
+		}
 		_, err := b.DM.Info(ctx, n)
 		switch {
 		case err == nil:
@@ -138,7 +148,7 @@ func (b *Builder) Plan(ctx context.Context, spec VolumeSpec) (*Plan, error) {
 			errs = append(errs, fmt.Errorf("check name %s: %w", n, err))
 		}
 	}
-	if spec.Crypt != CryptNone && !b.Host.Exists(spec.KeyFile) {
+	if spec.Crypt != CryptNone && spec.KeyFile != "" && !b.Host.Exists(spec.KeyFile) {
 		errs = append(errs, fmt.Errorf("%w: key file %s does not exist: create it (e.g. head -c 64 /dev/urandom > %s; chmod 600 %s)", ErrInvalid, spec.KeyFile, spec.KeyFile, spec.KeyFile))
 	}
 	if spec.Log == LogUserspace && b.DaemonSocket != "" && !b.Host.Exists(b.DaemonSocket) {
