@@ -1,0 +1,22 @@
+package rpc
+
+import "context"
+
+// Transport is the sender's seam to a receiver. Package grpctransport
+// implements it over mutual-TLS gRPC; tests may wrap it to inject faults.
+type Transport interface {
+	// Apply opens a stream for one batch.
+	Apply(ctx context.Context) (ApplyStream, error)
+	// Root asks the receiver for its root over a volume's chunk list.
+	Root(ctx context.Context, volume string) (RootInfo, error)
+}
+
+// ApplyStream carries one batch: Offer, then Send for every needed chunk
+// without waiting for replies, then Finish.
+type ApplyStream interface {
+	Offer(o *Offer) (Need, error)
+	Send(index uint32, data []byte) error
+	Finish() (Ack, error)
+	// Close abandons the stream; it is safe after Finish.
+	Close()
+}
