@@ -43,17 +43,17 @@ type SenderConfig struct {
 
 // Stats counts a sender's work.
 type Stats struct {
-	Batches        int    // acknowledged batches
-	Failures       int    // failed batch attempts
-	BytesRead      uint64 // bytes read from the source
-	BytesSent      uint64 // chunk payload bytes sent
-	ChunksOffered  int
-	ChunksSent     int
-	ChunksCopied   int // chunks the receiver copied locally
-	ChunksPresent  int // chunks the receiver already had in place
-	Replicated     int // regions marked replicated
-	Requeued       int // regions written during their read: stay pending
-	SkippedBusy    int // regions skipped because a write was in flight
+	Batches       int    // acknowledged batches
+	Failures      int    // failed batch attempts
+	BytesRead     uint64 // bytes read from the source
+	BytesSent     uint64 // chunk payload bytes sent
+	ChunksOffered int
+	ChunksSent    int
+	ChunksCopied  int // chunks the receiver copied locally
+	ChunksPresent int // chunks the receiver already had in place
+	Replicated    int // regions marked replicated
+	Requeued      int // regions written during their read: stay pending
+	SkippedBusy   int // regions skipped because a write was in flight
 }
 
 // Sender replicates one volume to one peer.

@@ -15,9 +15,9 @@ import (
 // and Mark/Clear model the kernel's MARK and CLEAR: a MARK bumps a region's
 // generation and makes it pending and busy until CLEAR.
 type FakeLog struct {
-	mu      sync.Mutex
-	vols    map[string]*fakeVol
-	subs    []chan string
+	mu   sync.Mutex
+	vols map[string]*fakeVol
+	subs []chan string
 	// OnReplicated, if set, is called (without the lock) before a
 	// Replicated call takes effect; an error fails the call.
 	OnReplicated func(uuid string, region, gen uint64) error
