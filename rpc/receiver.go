@@ -62,8 +62,9 @@ type recvVolume struct {
 	ReceiveVolume
 	lock    chan struct{} // one batch at a time per volume
 	senders map[string]bool
-	mu      sync.Mutex // guards params
+	mu      sync.Mutex // guards params and stored
 	params  ChunkParams
+	stored  bool // the store holds the volume's meta
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -104,6 +105,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 			errs = append(errs, err)
 			continue
 		}
+		rv.stored = ok
 		if ok {
 			if meta.Size != v.Size {
 				errs = append(errs, fmt.Errorf("volume %q: configured size %d but the replica holds %d bytes (%w)", v.Name, v.Size, meta.Size, ErrVolumeMismatch))
@@ -393,15 +395,16 @@ func (b *Batch) Commit() (Ack, error) {
 		return Ack{}, err
 	}
 	b.v.mu.Lock()
-	adopt := b.v.params == (ChunkParams{})
+	stored := b.v.stored
 	b.v.mu.Unlock()
-	if adopt {
+	if !stored {
+		// The first commit fixes the replica's shape for good.
 		p := b.offer.Params
 		if err := st.SetMeta(b.v.Name, pebble.ReplicaMeta{Size: b.v.Size, Algorithm: p.Algorithm, Min: p.Min, Avg: p.Avg, Max: p.Max}); err != nil {
 			return Ack{}, err
 		}
 		b.v.mu.Lock()
-		b.v.params = p
+		b.v.params, b.v.stored = p, true
 		b.v.mu.Unlock()
 	}
 	info, err := b.r.root(b.v)

@@ -3,7 +3,7 @@ package grpctransport
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -172,6 +172,10 @@ type senderNode struct {
 	log        *rpctest.FakeLog
 	chunker    rpc.Chunker
 	rng        *rand.Rand
+	// source, if set, replaces src as what the sender reads.
+	source io.ReaderAt
+	// maxAttempts bounds retries (default 200).
+	maxAttempts int
 }
 
 func newSenderNode(t *testing.T, size, regionSize uint64, chunk uint32, seed uint64) *senderNode {
@@ -220,9 +224,16 @@ func (s *senderNode) randomWrites(n int) {
 
 func (s *senderNode) sender(tr rpc.Transport, peer string) *rpc.Sender {
 	s.t.Helper()
+	var src io.ReaderAt = s.src
+	if s.source != nil {
+		src = s.source
+	}
+	if s.maxAttempts == 0 {
+		s.maxAttempts = 200
+	}
 	snd, err := rpc.NewSender(rpc.SenderConfig{
-		Volume: testVol, Peer: peer, Source: s.src, Size: s.size, Log: s.log, Chunker: s.chunker, Transport: tr,
-		MaxBatchBytes: 1 << 20, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 200,
+		Volume: testVol, Peer: peer, Source: src, Size: s.size, Log: s.log, Chunker: s.chunker, Transport: tr,
+		MaxBatchBytes: 1 << 20, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: s.maxAttempts,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -305,5 +316,3 @@ func ctxT(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
-var _ = fmt.Sprintf

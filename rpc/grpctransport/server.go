@@ -23,7 +23,9 @@ import (
 // checked again against its volume's allowlist.
 func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger) *grpc.Server {
 	creds := credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log))
-	s := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(maxMsg))
+	// WaitForHandlers: Stop returns only once no handler touches the
+	// receiver's store or images any more.
+	s := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(maxMsg), grpc.WaitForHandlers(true))
 	pb.RegisterReplicaServer(s, &server{recv: recv, log: log})
 	return s
 }
