@@ -205,33 +205,83 @@ func (s *ReplicaStore) ChunkAt(vol string, off uint64) (ReplicaChunk, bool, erro
 	return c, err == nil, err
 }
 
-// FindChunk returns an indexed chunk with the given id for which skip
-// returns false, if any.
-func (s *ReplicaStore) FindChunk(vol string, id [32]byte, skip func(ReplicaChunk) bool) (ReplicaChunk, bool, error) {
+// ChunkFinder looks chunks up by id, reusing one iterator across lookups.
+type ChunkFinder struct {
+	s   *ReplicaStore
+	vol string
+	vp  []byte
+	it  *pebbledb.Iterator
+}
+
+// NewChunkFinder returns a finder over vol's committed index. Close it.
+func (s *ReplicaStore) NewChunkFinder(vol string) (*ChunkFinder, error) {
 	vp, err := volPrefix(prefixReplicaByID, vol)
 	if err != nil {
-		return ReplicaChunk{}, false, err
+		return nil, err
 	}
-	idp := append(bytes.Clone(vp), id[:]...)
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: idp, UpperBound: upperBound(idp)})
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
 	if err != nil {
-		return ReplicaChunk{}, false, fmt.Errorf("replica index %s: %w", vol, err)
+		return nil, fmt.Errorf("replica index %s: %w", vol, err)
 	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		off := binary.BigEndian.Uint64(it.Key()[len(idp):])
-		c, ok, err := s.ChunkAt(vol, off)
+	return &ChunkFinder{s: s, vol: vol, vp: vp, it: it}, nil
+}
+
+// Find returns an indexed chunk with the given id for which skip returns
+// false, if any.
+func (f *ChunkFinder) Find(id [32]byte, skip func(ReplicaChunk) bool) (ReplicaChunk, bool, error) {
+	idp := append(bytes.Clone(f.vp), id[:]...)
+	for ok := f.it.SeekGE(idp); ok && bytes.HasPrefix(f.it.Key(), idp); ok = f.it.Next() {
+		off := binary.BigEndian.Uint64(f.it.Key()[len(idp):])
+		c, found, err := f.s.ChunkAt(f.vol, off)
 		if err != nil {
 			return ReplicaChunk{}, false, err
 		}
-		if !ok || c.ID != id {
-			return ReplicaChunk{}, false, fmt.Errorf("replica index %s: by-id entry at %d has no twin", vol, off)
+		if !found || c.ID != id {
+			return ReplicaChunk{}, false, fmt.Errorf("replica index %s: by-id entry at %d has no twin", f.vol, off)
 		}
 		if !skip(c) {
 			return c, true, nil
 		}
 	}
-	return ReplicaChunk{}, false, it.Error()
+	return ReplicaChunk{}, false, f.it.Error()
+}
+
+// Close releases the finder's iterator.
+func (f *ChunkFinder) Close() error { return f.it.Close() }
+
+// FindChunk returns an indexed chunk with the given id for which skip
+// returns false, if any.
+func (s *ReplicaStore) FindChunk(vol string, id [32]byte, skip func(ReplicaChunk) bool) (ReplicaChunk, bool, error) {
+	f, err := s.NewChunkFinder(vol)
+	if err != nil {
+		return ReplicaChunk{}, false, err
+	}
+	defer f.Close()
+	return f.Find(id, skip)
+}
+
+// ChunksIn calls fn for every indexed chunk of vol starting in [start, end),
+// in ascending offset order.
+func (s *ReplicaStore) ChunksIn(vol string, start, end uint64, fn func(ReplicaChunk) error) error {
+	vp, err := volPrefix(prefixReplicaChunk, vol)
+	if err != nil {
+		return err
+	}
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: chunkKey(vp, start), UpperBound: chunkKey(vp, end)})
+	if err != nil {
+		return fmt.Errorf("replica index %s: %w", vol, err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		c, err := decodeChunk(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return it.Error()
 }
 
 // Chunks calls fn for every indexed chunk of vol in ascending offset order.

@@ -290,15 +290,26 @@ func (b *Batch) plan() (Need, error) {
 	if err := st.MarkApplying(name, b.id, b.ranges); err != nil {
 		return Need{}, err
 	}
+	have := map[uint64]pebble.ReplicaChunk{}
+	for _, rg := range b.ranges {
+		err := st.ChunksIn(name, rg.Start, rg.End, func(c pebble.ReplicaChunk) error {
+			have[c.Offset] = c
+			return nil
+		})
+		if err != nil {
+			return Need{}, err
+		}
+	}
+	finder, err := st.NewChunkFinder(name)
+	if err != nil {
+		return Need{}, err
+	}
+	defer finder.Close()
 	need := Need{Missing: b.missing}
 	firstMissing := map[ID]int{}
 	var buf []byte
 	for i, c := range b.chunks {
-		have, ok, err := st.ChunkAt(name, c.Offset)
-		if err != nil {
-			return Need{}, err
-		}
-		if ok && have.Length == c.Length && ID(have.ID) == c.ID {
+		if h, ok := have[c.Offset]; ok && h.Length == c.Length && ID(h.ID) == c.ID {
 			need.Present++
 			continue
 		}
@@ -306,7 +317,7 @@ func (b *Batch) plan() (Need, error) {
 			b.dups[j] = append(b.dups[j], i)
 			continue
 		}
-		src, ok, err := st.FindChunk(name, c.ID, b.inRanges)
+		src, ok, err := finder.Find(c.ID, b.inRanges)
 		if err != nil {
 			return Need{}, err
 		}
@@ -339,36 +350,55 @@ func (b *Batch) write(data []byte, off uint64) error {
 	return nil
 }
 
-// Put verifies chunk i's data against its id and writes it (and any later
-// chunk of the batch with the same id) at its offset.
+// Put takes a run of chunks i, i+1, ... of one range, back to back in
+// data. It verifies every chunk's length and BLAKE3-256 id before writing
+// any of them, then writes the run at its offset (and copies of its chunks
+// to later chunks of the batch with the same id).
 func (b *Batch) Put(i uint32, data []byte) error {
-	if int(i) >= len(b.chunks) || !b.missing[i] || b.got[i] {
-		return fmt.Errorf("volume %q: chunk %d was not requested or came twice: %w", b.v.Name, i, ErrProtocol)
+	first := int(i)
+	if first >= len(b.chunks) {
+		return fmt.Errorf("volume %q: chunk %d of %d: %w", b.v.Name, i, len(b.chunks), ErrProtocol)
 	}
-	c := b.chunks[i]
-	if uint32(len(data)) != c.Length {
-		return fmt.Errorf("volume %q: chunk %d at %d: %d bytes, offer said %d: %w", b.v.Name, i, c.Offset, len(data), c.Length, ErrChunkSize)
+	n := 0
+	for pos := 0; pos < len(data); n++ {
+		j := first + n
+		if j >= len(b.chunks) || !b.missing[j] || b.got[j] || (n > 0 && b.chunks[j].Offset != b.chunks[j-1].End()) {
+			return fmt.Errorf("volume %q: chunk %d was not requested, came twice, or does not continue the run: %w", b.v.Name, j, ErrProtocol)
+		}
+		c := b.chunks[j]
+		if uint64(len(data)-pos) < uint64(c.Length) {
+			return fmt.Errorf("volume %q: chunk %d at %d: %d bytes left in the run, offer said %d: %w", b.v.Name, j, c.Offset, len(data)-pos, c.Length, ErrChunkSize)
+		}
+		if Sum(data[pos:pos+int(c.Length)]) != c.ID {
+			return fmt.Errorf("volume %q: chunk %d at %d: %w", b.v.Name, j, c.Offset, ErrHashMismatch)
+		}
+		pos += int(c.Length)
 	}
-	if Sum(data) != c.ID {
-		return fmt.Errorf("volume %q: chunk %d at %d: %w", b.v.Name, i, c.Offset, ErrHashMismatch)
+	if n == 0 {
+		return fmt.Errorf("volume %q: empty run at chunk %d: %w", b.v.Name, i, ErrChunkSize)
 	}
-	if err := b.write(data, c.Offset); err != nil {
+	if err := b.write(data, b.chunks[first].Offset); err != nil {
 		return err
 	}
-	for _, j := range b.dups[int(i)] {
-		if err := b.write(data, b.chunks[j].Offset); err != nil {
-			return err
+	pos := 0
+	for j := first; j < first+n; j++ {
+		c := b.chunks[j]
+		for _, k := range b.dups[j] {
+			if err := b.write(data[pos:pos+int(c.Length)], b.chunks[k].Offset); err != nil {
+				return err
+			}
 		}
+		pos += int(c.Length)
+		b.got[j] = true
+		b.pending--
 	}
-	b.got[i] = true
-	b.pending--
 	return nil
 }
 
 // Commit syncs the image, commits the new index and clears the applying
-// marker, then returns the acknowledgement. Only its success makes the
-// batch durable.
-func (b *Batch) Commit() (Ack, error) {
+// marker, then returns the acknowledgement, with the root over the whole
+// chunk list if wantRoot. Only its success makes the batch durable.
+func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 	if b.finished {
 		return Ack{}, fmt.Errorf("volume %q: batch finished twice: %w", b.v.Name, ErrProtocol)
 	}
@@ -407,11 +437,14 @@ func (b *Batch) Commit() (Ack, error) {
 		b.v.params, b.v.stored = p, true
 		b.v.mu.Unlock()
 	}
+	if !wantRoot {
+		return Ack{}, nil
+	}
 	info, err := b.r.root(b.v)
 	if err != nil {
 		return Ack{}, err
 	}
-	return Ack{Root: info.Root, Chunks: info.Chunks}, nil
+	return Ack{Root: info.Root, Chunks: info.Chunks, HasRoot: true}, nil
 }
 
 // Abort ends a batch without committing it. If anything was written, the

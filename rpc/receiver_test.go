@@ -100,7 +100,7 @@ func apply(t *testing.T, r *Receiver, o *Offer, data []byte) (Need, Ack) {
 			}
 		}
 	}
-	ack, err := b.Commit()
+	ack, err := b.Commit(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,10 +191,18 @@ func TestReceiverBadInput(t *testing.T) {
 			bad[100] ^= 1
 			return b.Put(0, bad)
 		}, want: ErrHashMismatch},
+		{name: "bad chunk inside a run", put: func(b *Batch, d []byte) error {
+			bad := bytes.Clone(d[:3*tChunk])
+			bad[2*tChunk+5] ^= 1
+			return b.Put(0, bad)
+		}, want: ErrHashMismatch},
+		{name: "run past its range", put: func(b *Batch, d []byte) error {
+			return b.Put(2, append(bytes.Clone(d[2*tChunk:]), d[:tChunk]...))
+		}, want: ErrProtocol},
 		{name: "oversized data", put: func(b *Batch, d []byte) error { return b.Put(0, d[:tChunk+1]) }, want: ErrChunkSize},
 		{name: "short data", put: func(b *Batch, d []byte) error { return b.Put(0, d[:tChunk-1]) }, want: ErrChunkSize},
 		{name: "unrequested index", put: func(b *Batch, d []byte) error { return b.Put(4, d[:tChunk]) }, want: ErrProtocol},
-		{name: "done early", put: func(b *Batch, d []byte) error { _, err := b.Commit(); return err }, want: ErrProtocol},
+		{name: "done early", put: func(b *Batch, d []byte) error { _, err := b.Commit(true); return err }, want: ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := &memImage{b: make([]byte, tSize)}

@@ -56,6 +56,9 @@ type Stats struct {
 	SkippedBusy   int // regions skipped because a write was in flight
 }
 
+// maxRun bounds the bytes of one Data message (a run of chunks).
+const maxRun = 256 << 10
+
 // Sender replicates one volume to one peer.
 type Sender struct {
 	cfg   SenderConfig
@@ -102,6 +105,7 @@ func (s *Sender) LastAck() Ack { return s.ack }
 
 // batch is a read and chunked set of regions, ready to offer.
 type batch struct {
+	last    bool // last batch of the pass: ask for the root
 	regions []logd.PendingRegion
 	offer   Offer
 	data    [][]byte // per range: the bytes that were hashed
@@ -200,21 +204,36 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 	ch := make(chan built, 1) // one batch read ahead
 	go func() {
 		defer close(ch)
+		put := func(bt built) bool {
+			select {
+			case ch <- bt:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		// Hold each batch until the next one exists, so the last one of
+		// the pass is known (it asks for the root).
+		var prev *batch
 		rest := pending
 		for len(rest) > 0 {
 			b, n, err := s.build(rest, regionSize)
 			rest = rest[n:]
-			if b == nil && err == nil {
+			if err != nil {
+				put(built{err: err})
+				return
+			}
+			if b == nil {
 				continue
 			}
-			select {
-			case ch <- built{b, err}:
-			case <-ctx.Done():
+			if prev != nil && !put(built{b: prev}) {
 				return
 			}
-			if err != nil {
-				return
-			}
+			prev = b
+		}
+		if prev != nil {
+			prev.last = true
+			put(built{b: prev})
 		}
 	}()
 	sent := 0
@@ -332,27 +351,51 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 	s.stats.ChunksOffered += len(need.Missing)
 	s.stats.ChunksCopied += need.Copied
 	s.stats.ChunksPresent += need.Present
+	// Needed chunks go out in runs of consecutive chunks, up to maxRun
+	// bytes per message, without waiting for anything.
 	i := 0
 	var sentBytes uint64
 	for k, rg := range b.offer.Ranges {
+		runStart, runFirst, runLen := uint64(0), -1, uint64(0)
+		flush := func() error {
+			if runFirst < 0 {
+				return nil
+			}
+			d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
+			if err := st.Send(uint32(runFirst), d); err != nil {
+				return err
+			}
+			sentBytes += runLen
+			s.stats.BytesSent += runLen
+			runFirst, runLen = -1, 0
+			return nil
+		}
 		for _, c := range rg.Chunks {
-			if need.Missing[i] {
-				d := b.data[k][c.Offset-rg.Start : c.End()-rg.Start]
-				if err := st.Send(uint32(i), d); err != nil {
+			if !need.Missing[i] || runLen+uint64(c.Length) > maxRun {
+				if err := flush(); err != nil {
 					return err
 				}
+			}
+			if need.Missing[i] {
+				if runFirst < 0 {
+					runFirst, runStart = i, c.Offset
+				}
+				runLen += uint64(c.Length)
 				s.stats.ChunksSent++
-				s.stats.BytesSent += uint64(len(d))
-				sentBytes += uint64(len(d))
 			}
 			i++
 		}
+		if err := flush(); err != nil {
+			return err
+		}
 	}
-	ack, err := st.Finish()
+	ack, err := st.Finish(b.last)
 	if err != nil {
 		return err
 	}
-	s.ack = ack
+	if ack.HasRoot {
+		s.ack = ack
+	}
 	s.stats.Batches++
 	for _, p := range b.regions {
 		ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
@@ -370,7 +413,10 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 		if err != nil {
 			return err
 		}
-		p.Root, p.Chunks, p.AckedAt = ack.Root, ack.Chunks, time.Now().UnixNano()
+		if ack.HasRoot {
+			p.Root, p.Chunks = ack.Root, ack.Chunks
+		}
+		p.AckedAt = time.Now().UnixNano()
 		p.Batches++
 		p.BytesSent += sentBytes
 		if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {

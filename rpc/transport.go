@@ -11,12 +11,15 @@ type Transport interface {
 	Root(ctx context.Context, volume string) (RootInfo, error)
 }
 
-// ApplyStream carries one batch: Offer, then Send for every needed chunk
-// without waiting for replies, then Finish.
+// ApplyStream carries one batch: Offer, then Send for every run of needed
+// chunks without waiting for replies, then Finish.
 type ApplyStream interface {
 	Offer(o *Offer) (Need, error)
+	// Send sends chunks index, index+1, ... of one range, back to back.
 	Send(index uint32, data []byte) error
-	Finish() (Ack, error)
+	// Finish waits for the durable ack; wantRoot asks for the replica's
+	// root over its whole chunk list.
+	Finish(wantRoot bool) (Ack, error)
 	// Close abandons the stream; it is safe after Finish.
 	Close()
 }

@@ -2,8 +2,6 @@ package rpc
 
 import (
 	"encoding/hex"
-
-	"lukechampine.com/blake3"
 )
 
 // ID is a chunk's identity: its BLAKE3-256 digest.
@@ -11,9 +9,6 @@ type ID [32]byte
 
 // String returns the id in hex.
 func (id ID) String() string { return hex.EncodeToString(id[:]) }
-
-// Sum returns the ID of data.
-func Sum(data []byte) ID { return ID(blake3.Sum256(data)) }
 
 // Chunk is one chunk of the source volume.
 type Chunk struct {
@@ -78,8 +73,10 @@ func (n Need) Count() int {
 
 // Ack is the receiver's durable acknowledgement of a batch.
 type Ack struct {
-	Root   ID
-	Chunks uint64
+	// HasRoot says Root and Chunks are set (the sender asked for them).
+	HasRoot bool
+	Root    ID
+	Chunks  uint64
 }
 
 // RootInfo describes a receiver's replica of a volume.

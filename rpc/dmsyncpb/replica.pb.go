@@ -4,7 +4,7 @@
 //   sender   -> Offer   the new chunk list of the changed ranges
 //   receiver -> Need    which of those chunks it lacks (it copies chunks it
 //                       already holds elsewhere in its image itself)
-//   sender   -> Data*   exactly the needed chunks, streamed back to back
+//   sender   -> Data*   exactly the needed chunks, in runs, back to back
 //   sender   -> Done
 //   receiver -> Ack     after verifying every chunk, writing it, syncing the
 //                       replica and committing its index durably
@@ -368,7 +368,9 @@ func (x *Need) GetPresent() uint32 {
 	return 0
 }
 
-// Data carries the bytes of one needed chunk.
+// Data carries a run of needed chunks: chunk index, index+1, ... of one
+// range, back to back, each needed and not sent before. The receiver
+// verifies every chunk of the run before it writes any.
 type Data struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -423,7 +425,10 @@ func (x *Data) GetData() []byte {
 
 // Done says every needed chunk was sent.
 type Done struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// want_root asks for the root over the receiver's whole chunk list in
+	// the Ack (it costs a scan of the index, so a sender asks once per pass).
+	WantRoot      bool `protobuf:"varint,1,opt,name=want_root,json=wantRoot,proto3" json:"want_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,11 +463,18 @@ func (*Done) Descriptor() ([]byte, []int) {
 	return file_replica_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *Done) GetWantRoot() bool {
+	if x != nil {
+		return x.WantRoot
+	}
+	return false
+}
+
 // Ack says the batch is durable on the receiver.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
-	Chunks        uint64                 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"` // chunks in the receiver's index for the volume
+	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`      // empty unless Done.want_root
+	Chunks        uint64                 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"` // chunks in the receiver's index (with root)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,8 +846,9 @@ const file_replica_proto_rawDesc = "" +
 	"\apresent\x18\x03 \x01(\rR\apresent\"0\n" +
 	"\x04Data\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x06\n" +
-	"\x04Done\"1\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"#\n" +
+	"\x04Done\x12\x1b\n" +
+	"\twant_root\x18\x01 \x01(\bR\bwantRoot\"1\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\fR\x04root\x12\x16\n" +
 	"\x06chunks\x18\x02 \x01(\x04R\x06chunks\"\x8d\x01\n" +

@@ -4,7 +4,7 @@
 //   sender   -> Offer   the new chunk list of the changed ranges
 //   receiver -> Need    which of those chunks it lacks (it copies chunks it
 //                       already holds elsewhere in its image itself)
-//   sender   -> Data*   exactly the needed chunks, streamed back to back
+//   sender   -> Data*   exactly the needed chunks, in runs, back to back
 //   sender   -> Done
 //   receiver -> Ack     after verifying every chunk, writing it, syncing the
 //                       replica and committing its index durably

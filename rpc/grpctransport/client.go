@@ -114,8 +114,8 @@ func (s *stream) Send(index uint32, data []byte) error {
 	return nil
 }
 
-func (s *stream) Finish() (rpc.Ack, error) {
-	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{}}}); err != nil {
+func (s *stream) Finish(wantRoot bool) (rpc.Ack, error) {
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
 		return rpc.Ack{}, s.err(err)
 	}
 	r, err := s.s.Recv()
@@ -126,11 +126,17 @@ func (s *stream) Finish() (rpc.Ack, error) {
 	if a == nil {
 		return rpc.Ack{}, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
 	}
+	if len(a.GetRoot()) == 0 {
+		if wantRoot {
+			return rpc.Ack{}, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
+		}
+		return rpc.Ack{}, nil
+	}
 	root, err := toID(a.GetRoot())
 	if err != nil {
 		return rpc.Ack{}, err
 	}
-	return rpc.Ack{Root: root, Chunks: a.GetChunks()}, nil
+	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil
 }
 
 // err turns a Send error into the stream's real status: a failed Send

@@ -3,6 +3,8 @@ package grpctransport
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -28,7 +30,7 @@ const testVol = "vol-0001"
 // receiverNode is the peer that holds the replica; it can be restarted on
 // the same address.
 type receiverNode struct {
-	t       *testing.T
+	t       testing.TB
 	id      *identity.Identity
 	dir     string
 	path    string
@@ -65,7 +67,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newReceiverNode(t *testing.T, size uint64, senders ...string) *receiverNode {
+func newReceiverNode(t testing.TB, size uint64, senders ...string) *receiverNode {
 	t.Helper()
 	id, err := identity.Init(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
@@ -90,7 +92,7 @@ func (n *receiverNode) start() {
 	n.t.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	db, err := pebbledb.Open(filepath.Join(n.dir, "db"), &pebbledb.Options{})
+	db, err := pebbledb.Open(filepath.Join(n.dir, "db"), &pebbledb.Options{Logger: quietPebble{}})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -163,7 +165,7 @@ func (n *receiverNode) root() rpc.RootInfo {
 
 // senderNode owns the source volume.
 type senderNode struct {
-	t          *testing.T
+	t          testing.TB
 	id         *identity.Identity
 	path       string
 	src        *os.File
@@ -176,9 +178,11 @@ type senderNode struct {
 	source io.ReaderAt
 	// maxAttempts bounds retries (default 200).
 	maxAttempts int
+	// batchBytes bounds a batch (default 1 MiB, for many batches in tests).
+	batchBytes uint64
 }
 
-func newSenderNode(t *testing.T, size, regionSize uint64, chunk uint32, seed uint64) *senderNode {
+func newSenderNode(t testing.TB, size, regionSize uint64, chunk uint32, seed uint64) *senderNode {
 	t.Helper()
 	id, err := identity.Init(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
@@ -187,8 +191,8 @@ func newSenderNode(t *testing.T, size, regionSize uint64, chunk uint32, seed uin
 	s := &senderNode{t: t, id: id, path: filepath.Join(t.TempDir(), "source.img"), size: size, regionSize: regionSize,
 		log: rpctest.NewFakeLog(), chunker: rpc.FixedChunker{Size: chunk}, rng: rand.New(rand.NewPCG(seed, 1))}
 	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte(s.rng.Uint32())
+	for i := 0; i+8 <= len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], s.rng.Uint64())
 	}
 	// Some duplicate and zero content, so local copies and dedup get used.
 	copy(data[size/2:size/2+uint64(chunk)*4], make([]byte, chunk*4))
@@ -228,12 +232,15 @@ func (s *senderNode) sender(tr rpc.Transport, peer string) *rpc.Sender {
 	if s.source != nil {
 		src = s.source
 	}
+	if s.batchBytes == 0 {
+		s.batchBytes = 1 << 20
+	}
 	if s.maxAttempts == 0 {
 		s.maxAttempts = 200
 	}
 	snd, err := rpc.NewSender(rpc.SenderConfig{
 		Volume: testVol, Peer: peer, Source: src, Size: s.size, Log: s.log, Chunker: s.chunker, Transport: tr,
-		MaxBatchBytes: 1 << 20, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: s.maxAttempts,
+		MaxBatchBytes: s.batchBytes, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: s.maxAttempts,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -253,7 +260,7 @@ func (s *senderNode) dial(r *receiverNode, opts DialOptions) *Client {
 
 // checkReplicatedEarly fails the test if a region is marked replicated while
 // the replica's bytes for it differ from the source's.
-func checkReplicatedEarly(t *testing.T, s *senderNode, r *receiverNode) *atomic.Int64 {
+func checkReplicatedEarly(t testing.TB, s *senderNode, r *receiverNode) *atomic.Int64 {
 	var calls atomic.Int64
 	s.log.OnReplicated = func(uuid string, region, gen uint64) error {
 		calls.Add(1)
@@ -280,7 +287,7 @@ func checkReplicatedEarly(t *testing.T, s *senderNode, r *receiverNode) *atomic.
 	return &calls
 }
 
-func equalFiles(t *testing.T, a, b string) {
+func equalFiles(t testing.TB, a, b string) {
 	t.Helper()
 	x, err := os.ReadFile(a)
 	if err != nil {
@@ -300,7 +307,7 @@ func equalFiles(t *testing.T, a, b string) {
 	}
 }
 
-func allReplicated(t *testing.T, s *senderNode) {
+func allReplicated(t testing.TB, s *senderNode) {
 	t.Helper()
 	p, err := s.log.Pending(testVol)
 	if err != nil {
@@ -311,8 +318,15 @@ func allReplicated(t *testing.T, s *senderNode) {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// quietPebble drops pebble's informational logging in tests.
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)      {}
+func (quietPebble) Errorf(f string, a ...any) { fmt.Fprintf(os.Stderr, "pebble: "+f+"\n", a...) }
+func (quietPebble) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }

@@ -108,11 +108,15 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 				return err
 			}
 		case *pb.ApplyRequest_Done:
-			ack, err := b.Commit()
+			ack, err := b.Commit(m.Done.GetWantRoot())
 			if err != nil {
 				return err
 			}
-			return stream.Send(&pb.ApplyResponse{Msg: &pb.ApplyResponse_Ack{Ack: &pb.Ack{Root: ack.Root[:], Chunks: ack.Chunks}}})
+			pa := &pb.Ack{}
+			if ack.HasRoot {
+				pa.Root, pa.Chunks = ack.Root[:], ack.Chunks
+			}
+			return stream.Send(&pb.ApplyResponse{Msg: &pb.ApplyResponse_Ack{Ack: pa}})
 		default:
 			return fmt.Errorf("unexpected %T after the offer: %w", req.Msg, rpc.ErrProtocol)
 		}
