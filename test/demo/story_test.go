@@ -64,7 +64,9 @@ func TestKernelStory(t *testing.T) {
 	g := guesttest.Require(t)
 	s := &story{t: t}
 	defer s.summary()
-	legA, legB := g.Disk(0), g.Disk(1)
+	// Fresh disks: the mirror is created with nosync, which is only
+	// correct when both legs hold the same bytes already.
+	legA, legB := g.WipeDisk(0), g.WipeDisk(1)
 	size, err := guesttest.DeviceSize(legA)
 	if err != nil {
 		t.Fatal(err)
