@@ -16,6 +16,7 @@ import (
 // runStatus prints what this node sends and receives.
 func runStatus(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	raw := fs.Bool("raw", false, "one line per volume of key=value pairs with exact numbers, for scripts")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -31,6 +32,10 @@ func runStatus(ctx context.Context, g *globalOptions, args []string, stdout, std
 	r, err := c.Replication().Status(ctx, &replpb.StatusRequest{})
 	if err != nil {
 		return c.Err(err)
+	}
+	if *raw {
+		printRawStatus(stdout, r)
+		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	if len(r.GetSends()) > 0 {
@@ -112,4 +117,18 @@ func runVerify(ctx context.Context, g *globalOptions, args []string, stdout, std
 		return fmt.Errorf("%s: the replica is applying a batch; verify again when `dmsync wait %s` returns", pos[0], pos[0])
 	}
 	return fmt.Errorf("%s: replica differs from the source (pending regions go on replicating; `dmsync wait %s`)", pos[0], pos[0])
+}
+
+// printRawStatus prints the status as "VOLUME key=value ..." lines.
+func printRawStatus(w io.Writer, r *replpb.StatusResponse) {
+	for _, s := range r.GetSends() {
+		fmt.Fprintf(w, "%s role=send log_uuid=%s peer=%s size=%d region_size=%d pending=%d to_go=%d read=%d sent=%d batches=%d failures=%d rate=%.0f last_ack_unix_nano=%d peer_root=%x state=%q\n",
+			s.GetVolume(), s.GetLogUuid(), s.GetPeer(), s.GetSize(), s.GetRegionSize(), s.GetPendingRegions(),
+			s.GetBytesToGo(), s.GetBytesRead(), s.GetBytesSent(), s.GetBatches(), s.GetFailures(),
+			s.GetRateBytesPerSec(), s.GetLastAckUnixNano(), s.GetPeerRoot(), s.GetState())
+	}
+	for _, v := range r.GetReceives() {
+		fmt.Fprintf(w, "%s role=receive from=%s image=%s size=%d chunks=%d root=%x applying=%v\n",
+			v.GetVolume(), v.GetFrom(), v.GetImage(), v.GetSize(), v.GetChunks(), v.GetRoot(), v.GetApplying())
+	}
 }
