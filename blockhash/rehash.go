@@ -56,6 +56,12 @@ var (
 // cancellation) Rehash returns a nil list and the caller's index stays as it
 // was; errors name the volume and the offset.
 func (c *Chunker) Rehash(ctx context.Context, volume string, r io.ReaderAt, size uint64, old []Chunk, changed []Range) ([]Chunk, Diff, error) {
+	return c.rehash(ctx, volume, r, size, old, changed, nil)
+}
+
+// rehash is Rehash; emit, if not nil, is called with every chunk of the
+// spans and its bytes (valid only during the call).
+func (c *Chunker) rehash(ctx context.Context, volume string, r io.ReaderAt, size uint64, old []Chunk, changed []Range, emit func(Chunk, []byte)) ([]Chunk, Diff, error) {
 	if err := c.checkIndex(volume, size, old); err != nil {
 		return nil, Diff{}, err
 	}
@@ -87,11 +93,14 @@ func (c *Chunker) Rehash(ctx context.Context, volume string, r io.ReaderAt, size
 			if ri < len(ranges) {
 				s.change = ranges[ri]
 			}
-			ch, _, err := s.next(ctx, pos)
+			ch, data, err := s.next(ctx, pos)
 			if err != nil {
 				return nil, Diff{}, fmt.Errorf("rehash volume %q at offset %d: %w", volume, pos, err)
 			}
 			out = append(out, ch)
+			if emit != nil {
+				emit(ch, data)
+			}
 			pos = ch.End()
 			for ri < len(ranges) && ranges[ri].End() <= pos {
 				ri++
