@@ -39,9 +39,9 @@ import (
 
 // Key prefixes of the chunk index.
 const (
-	prefixChunkVolume   byte = 0x20
-	prefixChunk    byte = 0x21
-	prefixRefcount byte = 0x22
+	prefixChunkVolume byte = 0x20
+	prefixChunk       byte = 0x21
+	prefixRefcount    byte = 0x22
 )
 
 // MaxVolumeName is the longest volume name the chunk index accepts.
@@ -50,7 +50,7 @@ const MaxVolumeName = 1024
 const (
 	chunkVolumeRecordVersion = 1
 	chunkVolumeRecordLen     = 1 + 4*4 + 8 + 8 + 32
-	chunkValueLen       = 8 + 32 + 8
+	chunkValueLen            = 8 + 32 + 8
 )
 
 // Errors of the chunk index that callers branch on.
