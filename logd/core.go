@@ -28,8 +28,8 @@ type Core struct {
 
 	rd       Ready
 	dirty    []*volume // volumes with changes since the last Ready
-	needSync bool      // a request in this Ready requires durability
-	unsynced bool      // changes were written without a sync since the last sync
+	needSync bool      // a request in this Ready (FLUSH, CTR, ...) requires durability
+	critical bool      // dirty changes whose loss could lose a write (marks, out-of-sync bits)
 	inReady  bool
 }
 
@@ -116,6 +116,7 @@ func (c *Core) Step(m *Message) {
 			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
 			if !in {
 				v.syncHint = min(v.syncHint, r)
+				c.critical = true
 			}
 		}
 		c.reply(m, 0)
@@ -185,6 +186,7 @@ func (c *Core) mark(v *volume, r uint64) {
 		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
 	}
 	_, was := v.pending[r]
+	c.critical = true
 	v.meta.NextGen++
 	v.pending[r] = v.meta.NextGen
 	c.touchPending(v, r)
@@ -213,6 +215,7 @@ func (c *Core) resume(v *volume) {
 		if v.inSync.set(r, false) {
 			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
 			v.syncHint = min(v.syncHint, r)
+			c.critical = true
 		}
 	}
 	c.needSync = true

@@ -76,6 +76,7 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	defer s.logServed()
+	defer s.checkpoint()
 	for {
 		dgrams, err := conn.Receive(ctx)
 		if err != nil {
@@ -153,6 +154,20 @@ func (s *Server) readyLocked(conn Conn) error {
 	}
 	s.core.Advance(rd)
 	return nil
+}
+
+// checkpoint writes what is still only in memory (CLEARs since the last
+// sync), so a clean restart finds exactly the state it left.
+func (s *Server) checkpoint() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return
+	}
+	s.core.Checkpoint()
+	if err := s.readyLocked(nil); err != nil {
+		s.log.Error("final checkpoint of the dirty log failed", "err", err)
+	}
 }
 
 // RequestCounts returns how many requests of each type were served.

@@ -157,6 +157,6 @@ func (c *Core) Replicated(uuid string, r, gen uint64) (bool, error) {
 	}
 	delete(v.pending, r)
 	c.touchPending(v, r)
-	c.needSync = true
+	c.needSync, c.critical = true, true
 	return true, nil
 }

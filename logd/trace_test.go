@@ -200,6 +200,9 @@ func (e *traceEnv) run(t *testing.T, d *datadriven.TestData) string {
 		ok, err := e.core.Replicated(uuid, r, gen)
 		fmt.Fprintf(&b, "replicated=%v err=%v\n", ok, err)
 		e.handleReady(&b)
+	case "checkpoint":
+		e.core.Checkpoint()
+		e.handleReady(&b)
 	case "crash":
 		e.core = NewCore()
 		if err := e.core.Restore(e.store.crash()); err != nil {
