@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,84 +48,8 @@ func DialConnector() (Conn, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketRcvBuf) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketRcvBuf)
 	}
-	if os.Getenv("DMSYNCD_CONNECTOR") == "blocking" {
-		// Experimental: a blocking socket read by the serving goroutine
-		// itself, without the netpoller. A receive timeout lets Close and
-		// context cancellation through.
-		if err := unix.SetNonblock(fd, false); err != nil {
-			return fail("set blocking", err)
-		}
-		tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return fail("set receive timeout", err)
-		}
-		return &blockingConnector{fd: fd}, nil
-	}
 	c := &connector{f: os.NewFile(uintptr(fd), "netlink-connector")}
 	return c, nil
-}
-
-// blockingConnector reads with blocking recvfrom calls on the caller's
-// thread.
-type blockingConnector struct {
-	fd     int
-	closed atomic.Bool
-	bufs   [][]byte
-}
-
-func (c *blockingConnector) Receive(ctx context.Context) ([][]byte, error) {
-	n := 0
-	flags := 0
-	for n < maxBatch {
-		if n == len(c.bufs) {
-			c.bufs = append(c.bufs, make([]byte, recvBufSize))
-		}
-		buf := c.bufs[n][:recvBufSize]
-		m, from, err := unix.Recvfrom(c.fd, buf, flags)
-		switch {
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS):
-			if n > 0 && flags != 0 {
-				return c.bufs[:n], nil
-			}
-			if c.closed.Load() || ctx.Err() != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				return nil, os.ErrClosed
-			}
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("receive from netlink connector: %w", err)
-		}
-		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
-			continue
-		}
-		c.bufs[n] = buf[:m]
-		n++
-		flags = unix.MSG_DONTWAIT
-	}
-	return c.bufs[:n], nil
-}
-
-func (c *blockingConnector) Send(msg []byte) error {
-	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("send to netlink connector: %w", err)
-	}
-	return nil
-}
-
-func (c *blockingConnector) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
-	// The fd stays open until the receive loop has seen closed (at most one
-	// receive timeout); closing it under a blocked recvfrom could let a new
-	// socket reuse the number.
-	go func() {
-		time.Sleep(time.Second)
-		unix.Close(c.fd)
-	}()
-	return nil
 }
 
 // Receive blocks for one datagram from the kernel, then drains what is
