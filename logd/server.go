@@ -46,6 +46,9 @@ type Server struct {
 	drops    int
 	// served counts requests by type, for the shutdown summary.
 	served [256]uint64
+	// Time accounting for the shutdown summary.
+	cycles, syncs  uint64
+	busy, syncTime time.Duration
 }
 
 var _ Replicator = (*Server)(nil)
@@ -93,8 +96,13 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 
 // handle steps every message of the datagrams and handles one Ready.
 func (s *Server) handle(conn Conn, dgrams [][]byte) error {
+	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		s.cycles++
+		s.busy += time.Since(start)
+	}()
 	if s.failed != nil {
 		return s.failed
 	}
@@ -122,7 +130,13 @@ func (s *Server) readyLocked(conn Conn) error {
 	}
 	rd := s.core.Ready()
 	if len(rd.Changes) > 0 || rd.MustSync {
-		if err := s.store.Commit(rd.Changes, rd.MustSync); err != nil {
+		t0 := time.Now()
+		err := s.store.Commit(rd.Changes, rd.MustSync)
+		if rd.MustSync {
+			s.syncs++
+			s.syncTime += time.Since(t0)
+		}
+		if err != nil {
 			// No reply leaves: the kernel retries against the restarted daemon.
 			s.failed = fmt.Errorf("%w: %w", ErrStore, err)
 			return s.failed
@@ -191,6 +205,7 @@ func (s *Server) logServed() {
 			attrs = append(attrs, RequestType(t).String(), n)
 		}
 	}
+	attrs = append(attrs, "cycles", s.cycles, "busy", s.busy, "syncs", s.syncs, "sync_time", s.syncTime)
 	s.mu.Unlock()
 	s.log.Info("requests served", attrs...)
 }
