@@ -31,6 +31,26 @@ type Core struct {
 	needSync bool      // a request in this Ready (FLUSH, CTR, ...) requires durability
 	critical bool      // dirty changes whose loss could lose a write (marks, out-of-sync bits)
 	inReady  bool
+
+	ticks, lastSync uint64 // logical clock (Tick) and its value at the last sync
+}
+
+// CheckpointTicks is how many Ticks changes that need no sync of their own
+// (CLEARs, regions coming into sync) may stay in memory before a Tick
+// writes them. The daemon ticks once a second.
+const CheckpointTicks = 10
+
+// Tick advances the logical clock. Every CheckpointTicks ticks, state that
+// is still only in memory is written with the next Ready, so a crash makes
+// the kernel resync at most the regions written in the last few seconds.
+func (c *Core) Tick() {
+	if c.inReady {
+		panic("logd: Tick between Ready and Advance")
+	}
+	c.ticks++
+	if c.ticks-c.lastSync >= CheckpointTicks {
+		c.Checkpoint()
+	}
 }
 
 // NewCore returns an empty core.
@@ -186,7 +206,12 @@ func (c *Core) mark(v *volume, r uint64) {
 		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
 	}
 	_, was := v.pending[r]
-	c.critical = true
+	// The write is safe once the region is durably marked and pending; a
+	// newer generation need not be durable (Restore skips a whole epoch of
+	// generations, so none is ever handed out twice).
+	if !v.durMarked.get(r) || !v.durPending.get(r) {
+		c.critical = true
+	}
 	v.meta.NextGen++
 	v.pending[r] = v.meta.NextGen
 	c.touchPending(v, r)

@@ -70,7 +70,11 @@ func NewServer(store Store, log *slog.Logger) (*Server, error) {
 		log.Info("recovered log", "uuid", s.UUID, "regions", s.Meta.Regions,
 			"region_sectors", s.Meta.RegionSectors, "pending", len(s.Pending))
 	}
-	return &Server{log: log, store: store, core: c}, nil
+	s := &Server{log: log, store: store, core: c}
+	if err := s.readyLocked(nil); err != nil { // persist the restored generation epoch
+		return nil, err
+	}
+	return s, nil
 }
 
 // Serve answers the kernel over conn until ctx is done (returning nil) or
@@ -80,9 +84,20 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	defer stop()
 	defer s.logServed()
 	defer s.checkpoint()
+	tickDone := make(chan struct{})
+	defer func() { <-tickDone }()
+	tickCtx, stopTicks := context.WithCancel(ctx)
+	defer stopTicks()
+	go func() {
+		defer close(tickDone)
+		s.tickLoop(tickCtx, conn)
+	}()
 	for {
 		dgrams, err := conn.Receive(ctx)
 		if err != nil {
+			if f := s.failure(); f != nil {
+				return f
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -92,6 +107,41 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 			return err
 		}
 	}
+}
+
+// TickInterval is how often the server ticks the core (see Core.Tick).
+const TickInterval = time.Second
+
+// tickLoop ticks the core until ctx is done. A failed commit closes conn so
+// that Serve returns the failure.
+func (s *Server) tickLoop(ctx context.Context, conn Conn) {
+	t := time.NewTicker(TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var err error
+		if s.failed == nil {
+			s.core.Tick()
+			err = s.readyLocked(conn)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Error("periodic checkpoint failed", "err", err)
+			_ = conn.Close()
+			return
+		}
+	}
+}
+
+func (s *Server) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 // handle steps every message of the datagrams and handles one Ready.

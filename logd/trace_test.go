@@ -200,6 +200,13 @@ func (e *traceEnv) run(t *testing.T, d *datadriven.TestData) string {
 		ok, err := e.core.Replicated(uuid, r, gen)
 		fmt.Fprintf(&b, "replicated=%v err=%v\n", ok, err)
 		e.handleReady(&b)
+	case "tick":
+		n := 1
+		d.MaybeScanArgs(t, "n", &n)
+		for range n {
+			e.core.Tick()
+		}
+		e.handleReady(&b)
 	case "checkpoint":
 		e.core.Checkpoint()
 		e.handleReady(&b)
@@ -209,6 +216,7 @@ func (e *traceEnv) run(t *testing.T, d *datadriven.TestData) string {
 			return "restore: " + err.Error() + "\n"
 		}
 		b.WriteString("restarted from durable state\n")
+		e.handleReady(&b)
 	case "state":
 		s, ok := e.core.Snapshot(uuid)
 		if !ok {

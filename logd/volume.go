@@ -18,6 +18,10 @@ type volume struct {
 	marked  bitset            // bit set: MARKed, not yet CLEARed
 	pending map[uint64]uint64 // region -> generation, until Replicated
 
+	// What the store holds as of the last sync.
+	durMarked  bitset // marked bits
+	durPending bitset // pending membership
+
 	resyncCursor uint64 // GET_RESYNC_WORK search start; reset on RESUME
 	syncHint     uint64 // no region below it is out of sync
 
@@ -33,7 +37,8 @@ func newVolume(uuid string, meta VolumeMeta) *volume {
 	return &volume{
 		uuid: uuid, meta: meta,
 		inSync: newBitset(meta.Regions), marked: newBitset(meta.Regions),
-		pending: make(map[uint64]uint64),
+		pending:   make(map[uint64]uint64),
+		durMarked: newBitset(meta.Regions), durPending: newBitset(meta.Regions),
 	}
 }
 
@@ -167,6 +172,7 @@ func (c *Core) Checkpoint() {
 func (c *Core) Advance(rd Ready) {
 	if rd.MustSync {
 		c.critical = false
+		c.lastSync = c.ticks
 	}
 	c.needSync = false
 	clear(c.rd.Replies)
@@ -186,10 +192,14 @@ func (v *volume) appendChanges(dst []Change) []Change {
 		dst = append(dst, Change{Kind: ChangeInSync, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.inSync.chunk(ch))})
 	}
 	for _, ch := range sortedKeys(v.dirtyMarked) {
-		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.marked.chunk(ch))})
+		w := slices.Clone(v.marked.chunk(ch))
+		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+		v.durMarked.load(ch, w) // changes are handed out only in a synced Ready
 	}
 	for _, r := range sortedKeys(v.dirtyPending) {
-		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: v.pending[r]})
+		g := v.pending[r]
+		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: g})
+		v.durPending.set(r, g != 0)
 	}
 	v.inDirty, v.dirtyMeta = false, false
 	clear(v.dirtyInSync)
