@@ -71,12 +71,22 @@ func (c *Core) Step(m *Message) {
 	}
 	v := c.vols[string(m.Req.UUIDBytes())]
 	if v == nil || !v.attached {
-		if t == ReqDtr {
+		switch {
+		case t == ReqDtr:
 			c.reply(m, 0) // nothing to destroy: DTR is idempotent
 			return
+		case v != nil && (t == ReqResume || t == ReqPresuspend || t == ReqPostsuspend):
+			// The kernel sends these without its reconnect logic: serve a
+			// volume known from the store (a restart while suspended).
+			v.attached = true
+		default:
+			// The kernel answers -ESRCH by re-sending CTR and RESUME, then
+			// the request: after a restart that RESUME makes every region
+			// still marked on disk out of sync, so the kernel resyncs and
+			// CLEARs it.
+			c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR and RESUME)")
+			return
 		}
-		c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR)")
-		return
 	}
 	switch t {
 	case ReqInSync:

@@ -19,10 +19,12 @@ type VolumeSnapshot struct {
 // genEpochBits: a restart moves NextGen to the next multiple of 2^32.
 const genEpochBits = 32
 
-// Restore loads volumes recovered from the store after a restart. They are
-// served at once (the kernel may not notice the restart and so may not
-// re-send CTR); a CTR that arrives is checked against the stored geometry.
-// Restore fails on state that cannot have been written by Core.
+// Restore loads volumes recovered from the store after a restart. Their
+// marked set is stale (CLEARs of the last seconds were not written), so they
+// are not served until the kernel reconnects: the first request gets -ESRCH,
+// and the kernel re-sends CTR (checked against the stored geometry) and
+// RESUME (which has the kernel resync the regions still marked), then the
+// request. Restore fails on state that cannot have been written by Core.
 func (c *Core) Restore(snaps []VolumeSnapshot) error {
 	for _, s := range snaps {
 		m := s.Meta
@@ -57,7 +59,6 @@ func (c *Core) Restore(snaps []VolumeSnapshot) error {
 			v.pending[r] = g
 			v.durPending.set(r, true)
 		}
-		v.attached = true
 		c.vols[s.UUID] = v
 		// Persist the new epoch before any generation of it is handed out.
 		c.touchMeta(v)
