@@ -31,7 +31,7 @@ test-guest: deps
 
 # The user story in the guest, step by step, with a summary at the end.
 demo: deps
-	@DMSYNC_VM=1 $(GO) test -count=1 -timeout 40m -run '^TestDemo$$' -v ./test/vm
+	@DMSYNC_VM=1 DMSYNC_DEMO=1 $(GO) test -count=1 -timeout 40m -run '^TestDemo$$' -v ./test/vm
 
 clean:
 	rm -rf bin .cache/vm

@@ -3,6 +3,7 @@ package vm
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConsole(t *testing.T) {
@@ -14,7 +15,7 @@ func TestParseConsole(t *testing.T) {
 	}{{
 		name: "clean run",
 		console: `[    0.000000] Kernel command line: console=ttyS0 panic=-1 oops=panic dmsync.guest=1
-=== DMSYNC-GUEST BOOTED 6.25
+\x1bc\x1b[?7l\x1b[2J=== DMSYNC-GUEST BOOTED 6.25
 === DMSYNC-GUEST READY 7.00 disks=vda
 === DMSYNC-GUEST BEGIN a
 --- PASS: TestKernelX (0.01s)
@@ -59,7 +60,10 @@ running...
 		problems: []string{"modprobe failed"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := parseConsole(tc.console)
+			r := parseConsole(strings.ReplaceAll(tc.console, `\x1b`, "\x1b"))
+			if tc.name == "clean run" && r.Booted != 6250*time.Millisecond {
+				t.Errorf("Booted = %v, want 6.25s", r.Booted)
+			}
 			var exits []int
 			for _, tr := range r.Tests {
 				exits = append(exits, tr.Exit)

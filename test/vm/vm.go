@@ -264,6 +264,11 @@ func parseConsole(console string) *Result {
 	seen := map[string]bool{}
 	for _, raw := range strings.Split(console, "\n") {
 		line := strings.TrimRight(raw, "\r")
+		// The firmware leaves escape sequences without a newline in front
+		// of /init's first line: a marker counts wherever it starts.
+		if i := strings.Index(line, "=== DMSYNC-GUEST "); i > 0 {
+			line = line[i:]
+		}
 		if m := markerRe.FindStringSubmatch(line); m != nil {
 			switch m[1] {
 			case "BOOTED":

@@ -1,0 +1,151 @@
+package grpctransport
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/dmsync/dmsync/internal/identity"
+	"github.com/dmsync/dmsync/rpc"
+	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
+)
+
+// Client is an rpc.Transport to one receiver over mutual-TLS gRPC.
+type Client struct {
+	conn *grpc.ClientConn
+	c    pb.ReplicaClient
+}
+
+// DialOptions tunes Dial; the zero value is fine.
+type DialOptions struct {
+	// Dialer replaces the TCP dialer (tests inject faults with it).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	// MaxReconnectDelay caps gRPC's reconnect backoff (default 5 s).
+	MaxReconnectDelay time.Duration
+}
+
+// Dial returns a client for the receiver at addr whose node id must be
+// peerID. The connection is made lazily and re-made with backoff whenever
+// it breaks.
+func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger, opts DialOptions) (*Client, error) {
+	if opts.MaxReconnectDelay == 0 {
+		opts.MaxReconnectDelay = 5 * time.Second
+	}
+	creds := credentials.NewTLS(identity.ClientConfig(self, identity.AllowIDs(peerID), log))
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.MaxReconnectDelay},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(8 << 20),
+	}
+	if opts.Dialer != nil {
+		dopts = append(dopts, grpc.WithContextDialer(opts.Dialer))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return &Client{conn: conn, c: pb.NewReplicaClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Root implements rpc.Transport.
+func (c *Client) Root(ctx context.Context, volume string) (rpc.RootInfo, error) {
+	r, err := c.c.Root(ctx, &pb.RootRequest{Volume: volume})
+	if err != nil {
+		return rpc.RootInfo{}, fromStatus(err)
+	}
+	id, err := toID(r.GetRoot())
+	if err != nil {
+		return rpc.RootInfo{}, err
+	}
+	return rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}, nil
+}
+
+// Apply implements rpc.Transport.
+func (c *Client) Apply(ctx context.Context) (rpc.ApplyStream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := c.c.Apply(ctx)
+	if err != nil {
+		cancel()
+		return nil, fromStatus(err)
+	}
+	return &stream{s: s, cancel: cancel}, nil
+}
+
+type stream struct {
+	s      pb.Replica_ApplyClient
+	cancel context.CancelFunc
+	chunks int
+}
+
+func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
+	s.chunks = o.NumChunks()
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Offer{Offer: offerToPB(o)}}); err != nil {
+		return rpc.Need{}, s.err(err)
+	}
+	r, err := s.s.Recv()
+	if err != nil {
+		return rpc.Need{}, fromStatus(err)
+	}
+	n := r.GetNeed()
+	if n == nil {
+		return rpc.Need{}, fmt.Errorf("receiver answered an offer with %T: %w", r.Msg, rpc.ErrProtocol)
+	}
+	return needFromPB(n, s.chunks)
+}
+
+func (s *stream) Send(index uint32, data []byte) error {
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data}}}); err != nil {
+		return s.err(err)
+	}
+	return nil
+}
+
+func (s *stream) Finish(wantRoot bool) (rpc.Ack, error) {
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
+		return rpc.Ack{}, s.err(err)
+	}
+	r, err := s.s.Recv()
+	if err != nil {
+		return rpc.Ack{}, fromStatus(err)
+	}
+	a := r.GetAck()
+	if a == nil {
+		return rpc.Ack{}, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
+	}
+	if len(a.GetRoot()) == 0 {
+		if wantRoot {
+			return rpc.Ack{}, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
+		}
+		return rpc.Ack{}, nil
+	}
+	root, err := toID(a.GetRoot())
+	if err != nil {
+		return rpc.Ack{}, err
+	}
+	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil
+}
+
+// err turns a Send error into the stream's real status: a failed Send
+// returns io.EOF and the status comes from Recv.
+func (s *stream) err(err error) error {
+	if _, rerr := s.s.Recv(); rerr != nil {
+		return fromStatus(rerr)
+	}
+	return fromStatus(err)
+}
+
+func (s *stream) Close() { s.cancel() }

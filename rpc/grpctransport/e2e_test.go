@@ -1,0 +1,59 @@
+package grpctransport
+
+import (
+	"testing"
+)
+
+func TestReplicateRandomWrites(t *testing.T) {
+	const size = 8 << 20
+	s := newSenderNode(t, size, 256<<10, 16<<10, 1)
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	calls := checkReplicatedEarly(t, s, r)
+	snd := s.sender(s.dial(r, DialOptions{}), r.id.ID)
+	ctx := ctxT(t)
+
+	st, err := snd.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalFiles(t, s.path, r.path)
+	allReplicated(t, s)
+	if st.BytesSent >= size {
+		t.Errorf("initial sync sent %d bytes for %d (zero chunks should be deduplicated)", st.BytesSent, size)
+	}
+	if calls.Load() != int64(size/(256<<10)) {
+		t.Errorf("%d Replicated calls, want %d", calls.Load(), size/(256<<10))
+	}
+	v, err := snd.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Equal || v.Source.Root != snd.LastAck().Root {
+		t.Fatalf("roots differ after initial sync: %+v, last ack %v", v, snd.LastAck().Root)
+	}
+
+	for round := range 3 {
+		s.randomWrites(20)
+		before := snd.Stats()
+		if _, err := snd.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		after := snd.Stats()
+		equalFiles(t, s.path, r.path)
+		allReplicated(t, s)
+		v, err := snd.Verify(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.Equal || v.Replica.Applying {
+			t.Fatalf("round %d: roots differ: %+v", round, v)
+		}
+		sent := after.BytesSent - before.BytesSent
+		read := after.BytesRead - before.BytesRead
+		// 20 writes of ≤ 8 KiB touch at most 40 chunks of 16 KiB and 40 regions.
+		if sent > 40*16<<10 || read > 40*256<<10 || sent == 0 {
+			t.Errorf("round %d: read %d, sent %d bytes for 20 small writes", round, read, sent)
+		}
+	}
+}

@@ -1,0 +1,448 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/dmsync/dmsync/logd"
+	"github.com/dmsync/dmsync/pebble"
+)
+
+// SenderConfig configures a Sender for one volume and one peer.
+type SenderConfig struct {
+	// Volume is the volume's UUID as the dirty log knows it.
+	Volume string
+	// Peer is the receiver's node id (for logs and progress records).
+	Peer string
+	// Source reads the volume's data as it is on disk: below dm-crypt, so
+	// the peer only ever gets ciphertext.
+	Source io.ReaderAt
+	// Size is the volume size in bytes.
+	Size uint64
+	// Log is the dirty log: which regions are pending, quiet, replicated.
+	Log       logd.Replicator
+	Chunker   Chunker
+	Transport Transport
+	// Store records progress per peer; nil records nothing.
+	Store  *pebble.ReplicaStore
+	Logger *slog.Logger
+	// MaxBatchBytes bounds the bytes read into one batch (default 16 MiB).
+	MaxBatchBytes uint64
+	// MinBackoff and MaxBackoff bound the wait between retries (defaults
+	// 100 ms and 10 s); the wait doubles per failure, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxAttempts bounds consecutive failed batches in one RunOnce before
+	// it gives up (0: retry until ctx is done).
+	MaxAttempts int
+}
+
+// Stats counts a sender's work.
+type Stats struct {
+	Batches       int    // acknowledged batches
+	Failures      int    // failed batch attempts
+	BytesRead     uint64 // bytes read from the source
+	BytesSent     uint64 // chunk payload bytes sent
+	ChunksOffered int
+	ChunksSent    int
+	ChunksCopied  int // chunks the receiver copied locally
+	ChunksPresent int // chunks the receiver already had in place
+	Replicated    int // regions marked replicated
+	Requeued      int // regions written during their read: stay pending
+	SkippedBusy   int // regions skipped because a write was in flight
+}
+
+// maxRun bounds the bytes of one Data message (a run of chunks).
+const maxRun = 256 << 10
+
+// Sender replicates one volume to one peer.
+type Sender struct {
+	cfg   SenderConfig
+	log   *slog.Logger
+	stats Stats
+	ack   Ack
+}
+
+// NewSender checks cfg and returns a Sender.
+func NewSender(cfg SenderConfig) (*Sender, error) {
+	var errs []error
+	if cfg.Volume == "" {
+		errs = append(errs, errors.New("no volume"))
+	}
+	if cfg.Source == nil || cfg.Size == 0 {
+		errs = append(errs, errors.New("no source or zero size"))
+	}
+	if cfg.Log == nil || cfg.Chunker == nil || cfg.Transport == nil {
+		errs = append(errs, errors.New("needs a dirty log, a chunker and a transport"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("sender for %q: %w", cfg.Volume, err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBatchBytes == 0 {
+		cfg.MaxBatchBytes = 16 << 20
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	return &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}, nil
+}
+
+// Stats returns the counters so far.
+func (s *Sender) Stats() Stats { return s.stats }
+
+// LastAck returns the last acknowledgement received.
+func (s *Sender) LastAck() Ack { return s.ack }
+
+// batch is a read and chunked set of regions, ready to offer.
+type batch struct {
+	last    bool // last batch of the pass: ask for the root
+	regions []logd.PendingRegion
+	offer   Offer
+	data    [][]byte // per range: the bytes that were hashed
+}
+
+// Run replicates until ctx is done: whenever the volume has pending regions
+// it sends them, then waits for the dirty log to report changes. It returns
+// only ctx's error or a permanent error.
+func (s *Sender) Run(ctx context.Context) error {
+	changes := s.cfg.Log.Changes(ctx)
+	for {
+		if _, err := s.RunOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if Permanent(err) {
+				return err
+			}
+			s.log.Warn("replication pass failed", "err", err)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case u, ok := <-changes:
+				if !ok {
+					return ctx.Err()
+				}
+				if u != s.cfg.Volume {
+					continue
+				}
+			case <-time.After(time.Second): // regions skipped as busy become quiet
+			}
+			break
+		}
+	}
+}
+
+// RunOnce sends every pending, quiet region of the volume, retrying failed
+// batches with backoff, and returns when none is left that can be sent now
+// (regions with a write in flight are left for the next pass).
+func (s *Sender) RunOnce(ctx context.Context) (Stats, error) {
+	attempts := 0
+	backoff := s.cfg.MinBackoff
+	for {
+		progressed, more, err := s.pass(ctx)
+		if err == nil && !more {
+			return s.stats, nil
+		}
+		if err == nil {
+			continue
+		}
+		s.stats.Failures++
+		if Permanent(err) || ctx.Err() != nil {
+			return s.stats, err
+		}
+		if progressed {
+			attempts, backoff = 0, s.cfg.MinBackoff
+		}
+		attempts++
+		if s.cfg.MaxAttempts > 0 && attempts >= s.cfg.MaxAttempts {
+			return s.stats, fmt.Errorf("giving up after %d attempts: %w", attempts, err)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.Info("batch failed; retrying", "err", err, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return s.stats, ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// pass takes one snapshot of the pending set and sends it in batches,
+// reading the next batch while the current one is in flight. It reports
+// whether any batch was acknowledged and whether a new pass may find more.
+func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
+	pending, err := s.cfg.Log.Pending(s.cfg.Volume)
+	if err != nil {
+		return false, false, fmt.Errorf("pending regions: %w", err)
+	}
+	if len(pending) == 0 {
+		return false, false, nil
+	}
+	regionSize, _, err := s.cfg.Log.RegionSize(s.cfg.Volume)
+	if err != nil {
+		return false, false, fmt.Errorf("region size: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type built struct {
+		b   *batch
+		err error
+	}
+	ch := make(chan built, 1) // one batch read ahead
+	go func() {
+		defer close(ch)
+		put := func(bt built) bool {
+			select {
+			case ch <- bt:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		// Hold each batch until the next one exists, so the last one of
+		// the pass is known (it asks for the root).
+		var prev *batch
+		rest := pending
+		for len(rest) > 0 {
+			b, n, err := s.build(rest, regionSize)
+			rest = rest[n:]
+			if err != nil {
+				put(built{err: err})
+				return
+			}
+			if b == nil {
+				continue
+			}
+			if prev != nil && !put(built{b: prev}) {
+				return
+			}
+			prev = b
+		}
+		if prev != nil {
+			prev.last = true
+			put(built{b: prev})
+		}
+	}()
+	sent := 0
+	for bt := range ch {
+		if bt.err != nil {
+			return progressed, true, bt.err
+		}
+		if err := s.send(ctx, bt.b); err != nil {
+			return progressed, true, err
+		}
+		progressed = true
+		sent++
+	}
+	// Regions requeued (written during their read) make another pass useful.
+	return progressed, sent > 0 && s.requeuedLastPass(), nil
+}
+
+func (s *Sender) requeuedLastPass() bool {
+	pending, err := s.cfg.Log.Pending(s.cfg.Volume)
+	if err != nil {
+		return true
+	}
+	for _, p := range pending {
+		if q, err := s.cfg.Log.Quiet(s.cfg.Volume, p.Region); err == nil && q {
+			return true
+		}
+	}
+	return false
+}
+
+// build reads and chunks quiet regions from the head of rest until the batch
+// is full. It returns how many entries of rest it consumed.
+func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, int, error) {
+	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params()}}
+	var bytes uint64
+	n := 0
+	for ; n < len(rest) && bytes < s.cfg.MaxBatchBytes; n++ {
+		p := rest[n]
+		start := p.Region * regionSize
+		if start >= s.cfg.Size {
+			// Past the device's end (the log rounds up): nothing to send.
+			if _, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen); err != nil {
+				return nil, n, fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+			}
+			continue
+		}
+		end := min(start+regionSize, s.cfg.Size)
+		// The generation was recorded (by Pending) before this check and
+		// before the read: a MARK from here on makes Replicated refuse.
+		quiet, err := s.cfg.Log.Quiet(s.cfg.Volume, p.Region)
+		if err != nil {
+			return nil, n, fmt.Errorf("quiet region %d: %w", p.Region, err)
+		}
+		if !quiet {
+			s.stats.SkippedBusy++
+			continue
+		}
+		rg, data, err := s.cfg.Chunker.Cut(s.cfg.Source, s.cfg.Size, start, end)
+		if err != nil {
+			return nil, n, fmt.Errorf("read region %d: %w", p.Region, err)
+		}
+		s.stats.BytesRead += uint64(len(data))
+		bytes += uint64(len(data))
+		b.regions = append(b.regions, p)
+		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
+			// A chunk reached into this region: trim what is already offered.
+			rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
+			if len(rg.Chunks) == 0 {
+				continue
+			}
+		}
+		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End == rg.Start {
+			b.offer.Ranges[k].End = rg.End
+			b.offer.Ranges[k].Chunks = append(b.offer.Ranges[k].Chunks, rg.Chunks...)
+			b.data[k] = append(b.data[k], data...)
+			continue
+		}
+		b.offer.Ranges = append(b.offer.Ranges, rg)
+		b.data = append(b.data, data)
+	}
+	if len(b.regions) == 0 {
+		return nil, n, nil
+	}
+	return b, n, nil
+}
+
+// trimFront drops the chunks of rg that start before pos.
+func trimFront(rg Range, data []byte, pos uint64) (Range, []byte) {
+	i := 0
+	for i < len(rg.Chunks) && rg.Chunks[i].Offset < pos {
+		i++
+	}
+	if i == len(rg.Chunks) {
+		return Range{Start: rg.End, End: rg.End}, nil
+	}
+	start := rg.Chunks[i].Offset
+	return Range{Start: start, End: rg.End, Chunks: rg.Chunks[i:]}, data[start-rg.Start:]
+}
+
+// send runs one batch and, only after the receiver's durable ack, marks its
+// regions replicated.
+func (s *Sender) send(ctx context.Context, b *batch) error {
+	st, err := s.cfg.Transport.Apply(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	need, err := st.Offer(&b.offer)
+	if err != nil {
+		return err
+	}
+	if len(need.Missing) != b.offer.NumChunks() {
+		return fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
+	}
+	s.stats.ChunksOffered += len(need.Missing)
+	s.stats.ChunksCopied += need.Copied
+	s.stats.ChunksPresent += need.Present
+	// Needed chunks go out in runs of consecutive chunks, up to maxRun
+	// bytes per message, without waiting for anything.
+	i := 0
+	var sentBytes uint64
+	for k, rg := range b.offer.Ranges {
+		runStart, runFirst, runLen := uint64(0), -1, uint64(0)
+		flush := func() error {
+			if runFirst < 0 {
+				return nil
+			}
+			d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
+			if err := st.Send(uint32(runFirst), d); err != nil {
+				return err
+			}
+			sentBytes += runLen
+			s.stats.BytesSent += runLen
+			runFirst, runLen = -1, 0
+			return nil
+		}
+		for _, c := range rg.Chunks {
+			if !need.Missing[i] || runLen+uint64(c.Length) > maxRun {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if need.Missing[i] {
+				if runFirst < 0 {
+					runFirst, runStart = i, c.Offset
+				}
+				runLen += uint64(c.Length)
+				s.stats.ChunksSent++
+			}
+			i++
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	ack, err := st.Finish(b.last)
+	if err != nil {
+		return err
+	}
+	if ack.HasRoot {
+		s.ack = ack
+	}
+	s.stats.Batches++
+	for _, p := range b.regions {
+		ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
+		if err != nil {
+			return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+		}
+		if ok {
+			s.stats.Replicated++
+		} else {
+			s.stats.Requeued++
+		}
+	}
+	if s.cfg.Store != nil {
+		p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
+		if err != nil {
+			return err
+		}
+		if ack.HasRoot {
+			p.Root, p.Chunks = ack.Root, ack.Chunks
+		}
+		p.AckedAt = time.Now().UnixNano()
+		p.Batches++
+		p.BytesSent += sentBytes
+		if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VerifyResult compares the source with the peer's replica.
+type VerifyResult struct {
+	Source, Replica RootInfo
+	Equal           bool
+}
+
+// Verify reads the whole source, computes its root and compares it with the
+// root the peer reports.
+func (s *Sender) Verify(ctx context.Context) (VerifyResult, error) {
+	root, n, err := SourceRoot(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
+	}
+	peer, err := s.cfg.Transport.Root(ctx, s.cfg.Volume)
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
+	}
+	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size}
+	return VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}, nil
+}

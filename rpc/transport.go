@@ -1,0 +1,25 @@
+package rpc
+
+import "context"
+
+// Transport is the sender's seam to a receiver. Package grpctransport
+// implements it over mutual-TLS gRPC; tests may wrap it to inject faults.
+type Transport interface {
+	// Apply opens a stream for one batch.
+	Apply(ctx context.Context) (ApplyStream, error)
+	// Root asks the receiver for its root over a volume's chunk list.
+	Root(ctx context.Context, volume string) (RootInfo, error)
+}
+
+// ApplyStream carries one batch: Offer, then Send for every run of needed
+// chunks without waiting for replies, then Finish.
+type ApplyStream interface {
+	Offer(o *Offer) (Need, error)
+	// Send sends chunks index, index+1, ... of one range, back to back.
+	Send(index uint32, data []byte) error
+	// Finish waits for the durable ack; wantRoot asks for the replica's
+	// root over its whole chunk list.
+	Finish(wantRoot bool) (Ack, error)
+	// Close abandons the stream; it is safe after Finish.
+	Close()
+}
