@@ -111,9 +111,15 @@ func TestKernelAdoptDmsetupVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("kernel table: %s", table[0])
-	vols, err := dmtarget.ListUserspaceLogVolumes(ctx, ctl)
+	all, err := dmtarget.ListUserspaceLogVolumes(ctx, ctl)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var vols []dmtarget.LogVolume // other tests' leftovers do not count
+	for _, v := range all {
+		if strings.HasPrefix(v.Name, "k-") {
+			vols = append(vols, v)
+		}
 	}
 	if len(vols) != 1 {
 		t.Fatalf("ListUserspaceLogVolumes = %+v, want k-adopt", vols)
@@ -125,6 +131,7 @@ func TestKernelAdoptDmsetupVolume(t *testing.T) {
 		t.Fatalf("adopted volume %+v", v)
 	}
 	list, err := bl.List(ctx)
+	list = onlyTestVolumes(list)
 	if err != nil || len(list) != 1 || list[0].Managed || list[0].LogType != dmtarget.LogUserspace || list[0].LogUUID != uuid {
 		t.Fatalf("Builder.List = %+v, %v", list, err)
 	}
@@ -140,7 +147,7 @@ func TestKernelAdoptDmsetupVolume(t *testing.T) {
 	if err := bl.Remove(ctx, "k-adopt"); err != nil {
 		t.Fatal(err)
 	}
-	if vols, _ := dmtarget.ListUserspaceLogVolumes(ctx, ctl); len(vols) != 0 {
+	if vols, _ := dmtarget.ListUserspaceLogVolumes(ctx, ctl); len(vols) != len(all)-1 {
 		t.Fatalf("still listed after remove: %+v", vols)
 	}
 }
