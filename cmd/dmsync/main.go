@@ -85,6 +85,18 @@ commands:
   volume remove NAME
   volume list
   volume status NAME
+
+  init [--state-dir DIR]              make this node's key and certificate; print its id
+  id [--state-dir DIR]                print this node's id
+  peer add ID --addr HOST:PORT        pin a peer by its id
+  peer list
+  replicate VOLUME --to PEER [--wait [--timeout D]]
+                                      replicate a volume to a pinned peer (kept across restarts)
+  receive LOG-UUID --from PEER --image PATH [--size N]
+                                      let a peer send a volume into a device or file here
+  wait VOLUME [--timeout D]           wait until nothing of VOLUME is pending
+  status                              what this node sends and receives
+  verify VOLUME                       compare the Merkle roots of VOLUME and its replica
 `
 
 // run is the CLI: it parses args and runs one command.
@@ -108,6 +120,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch rest[0] {
 	case "volume":
 		return runVolume(ctx, &g, rest[1:], stdout, stderr)
+	case "init":
+		return runInit(ctx, rest[1:], stdout, stderr)
+	case "id":
+		return runID(ctx, rest[1:], stdout, stderr)
+	case "peer":
+		return runPeer(ctx, &g, rest[1:], stdout, stderr)
+	case "replicate":
+		return runReplicate(ctx, &g, rest[1:], stdout, stderr)
+	case "receive":
+		return runReceive(ctx, &g, rest[1:], stdout, stderr)
+	case "wait":
+		return runWait(ctx, &g, rest[1:], stdout, stderr)
+	case "status":
+		return runStatus(ctx, &g, rest[1:], stdout, stderr)
+	case "verify":
+		return runVerify(ctx, &g, rest[1:], stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, mainUsage)
 		return nil
