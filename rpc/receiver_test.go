@@ -357,3 +357,57 @@ func TestReceiverCrashRecovery(t *testing.T) {
 		t.Fatalf("after recovery batch: applying %v, root ok %v, bytes ok %v", info.Applying, info.Root == want, bytes.Equal(img.b, src))
 	}
 }
+
+// FuzzReceiverOffer feeds arbitrary offers and chunk data to a receiver:
+// it must never panic, a refused offer leaves no trace, and no data that
+// does not hash to its id is ever written.
+func FuzzReceiverOffer(f *testing.F) {
+	f.Add([]byte{0, 0, 16, 0, 0, 1}, uint64(0), []byte("data"))
+	f.Add([]byte{1, 0, 1, 0, 0, 1, 0, 1, 0, 0}, uint64(4*tChunk), make([]byte, tChunk))
+	img := &memImage{b: make([]byte, tSize)}
+	f.Fuzz(func(t *testing.T, spec []byte, start uint64, data []byte) {
+		img.writes = 0
+		r, st := newTestReceiver(t, img)
+		// spec: per chunk 3 bytes: length in 256-byte units (2 bytes), id seed.
+		o := &Offer{Volume: tVol, VolumeSize: tSize, Params: tParams}
+		rg := Range{Start: start % (tSize + tChunk)}
+		pos := rg.Start
+		for i := 0; i+3 <= len(spec) && i < 3*64; i += 3 {
+			l := uint32(spec[i])<<8 | uint32(spec[i+1])
+			c := Chunk{Offset: pos, Length: l * 16}
+			c.ID[0] = spec[i+2]
+			if spec[i+2] == 0 && int(c.Length) <= len(data) {
+				c.ID = Sum(data[:c.Length]) // sometimes honest
+			}
+			rg.Chunks = append(rg.Chunks, c)
+			pos += uint64(c.Length)
+		}
+		rg.End = pos
+		o.Ranges = []Range{rg}
+		b, need, err := r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			if img.writes != 0 {
+				t.Fatalf("refused offer (%v) wrote", err)
+			}
+			if ms, _ := st.Applying(tVol); len(ms) != 0 {
+				t.Fatalf("refused offer (%v) left a marker", err)
+			}
+			return
+		}
+		defer b.Abort()
+		for i, m := range need.Missing {
+			if !m {
+				continue
+			}
+			c := rg.Chunks[i]
+			before := img.writes
+			err := b.Put(uint32(i), data)
+			if err == nil && (uint32(len(data)) < c.Length || Sum(data[:c.Length]) != c.ID) {
+				t.Fatalf("chunk %d accepted with wrong data", i)
+			}
+			if err != nil && img.writes != before {
+				t.Fatalf("refused chunk %d (%v) wrote", i, err)
+			}
+		}
+	})
+}

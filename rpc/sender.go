@@ -236,6 +236,12 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 			put(built{b: prev})
 		}
 	}()
+	// On return, stop the reader and wait for it: it updates s.stats.
+	defer func() {
+		cancel()
+		for range ch {
+		}
+	}()
 	sent := 0
 	for bt := range ch {
 		if bt.err != nil {
