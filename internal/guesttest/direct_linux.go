@@ -1,0 +1,68 @@
+package guesttest
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// AlignedBuffer returns a zeroed n-byte buffer aligned to 4096 bytes, as
+// O_DIRECT needs.
+func AlignedBuffer(n int) []byte {
+	b := make([]byte, n+4096)
+	off := 0
+	if r := int(uintptrOf(b) % 4096); r != 0 {
+		off = 4096 - r
+	}
+	return b[off : off+n : off+n]
+}
+
+// WriteDirect writes data at off to the device at path with O_DIRECT and
+// fsyncs it. off and len(data) must be multiples of 4096.
+func WriteDirect(path string, off int64, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return fmt.Errorf("open %s O_DIRECT: %w", path, err)
+	}
+	defer f.Close()
+	buf := AlignedBuffer(len(data))
+	copy(buf, data)
+	if _, err := f.WriteAt(buf, off); err != nil {
+		return fmt.Errorf("write %s at %d: %w", path, off, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadDirect reads n bytes at off from the device at path with O_DIRECT,
+// bypassing the page cache (so two legs of a mirror are compared as they
+// are on disk). off and n must be multiples of 4096.
+func ReadDirect(path string, off int64, n int) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s O_DIRECT: %w", path, err)
+	}
+	defer f.Close()
+	buf := AlignedBuffer(n)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return nil, fmt.Errorf("read %s at %d: %w", path, off, err)
+	}
+	return buf, nil
+}
+
+// DeviceSize returns the size in bytes of a block device (or file).
+func DeviceSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.Seek(0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return n, nil
+}
