@@ -122,7 +122,7 @@ func upperBound(p []byte) []byte {
 	return nil
 }
 
-func chunkKey(vp []byte, off uint64) []byte {
+func replicaChunkKey(vp []byte, off uint64) []byte {
 	return binary.BigEndian.AppendUint64(bytes.Clone(vp), off)
 }
 
@@ -131,7 +131,7 @@ func byIDKey(vp []byte, id [32]byte, off uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, off)
 }
 
-func decodeChunk(key, val []byte) (ReplicaChunk, error) {
+func decodeReplicaChunk(key, val []byte) (ReplicaChunk, error) {
 	if len(key) < 8 || len(val) != 36 {
 		return ReplicaChunk{}, fmt.Errorf("replica index: corrupt entry %x", key)
 	}
@@ -140,7 +140,7 @@ func decodeChunk(key, val []byte) (ReplicaChunk, error) {
 	return c, nil
 }
 
-func encodeChunk(c ReplicaChunk) []byte {
+func encodeReplicaChunk(c ReplicaChunk) []byte {
 	v := binary.BigEndian.AppendUint32(make([]byte, 0, 36), c.Length)
 	return append(v, c.ID[:]...)
 }
@@ -192,7 +192,7 @@ func (s *ReplicaStore) ChunkAt(vol string, off uint64) (ReplicaChunk, bool, erro
 	if err != nil {
 		return ReplicaChunk{}, false, err
 	}
-	k := chunkKey(vp, off)
+	k := replicaChunkKey(vp, off)
 	v, closer, err := s.db.Get(k)
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return ReplicaChunk{}, false, nil
@@ -201,7 +201,7 @@ func (s *ReplicaStore) ChunkAt(vol string, off uint64) (ReplicaChunk, bool, erro
 		return ReplicaChunk{}, false, fmt.Errorf("replica index %s: %w", vol, err)
 	}
 	defer closer.Close()
-	c, err := decodeChunk(k, v)
+	c, err := decodeReplicaChunk(k, v)
 	return c, err == nil, err
 }
 
@@ -267,13 +267,13 @@ func (s *ReplicaStore) ChunksIn(vol string, start, end uint64, fn func(ReplicaCh
 	if err != nil {
 		return err
 	}
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: chunkKey(vp, start), UpperBound: chunkKey(vp, end)})
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: replicaChunkKey(vp, start), UpperBound: replicaChunkKey(vp, end)})
 	if err != nil {
 		return fmt.Errorf("replica index %s: %w", vol, err)
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		c, err := decodeChunk(it.Key(), it.Value())
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
 		if err != nil {
 			return err
 		}
@@ -296,7 +296,7 @@ func (s *ReplicaStore) Chunks(vol string, fn func(ReplicaChunk) error) error {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		c, err := decodeChunk(it.Key(), it.Value())
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
 		if err != nil {
 			return err
 		}
@@ -373,7 +373,7 @@ func (s *ReplicaStore) dropOverlapping(b *pebbledb.Batch, vol string, r ByteRang
 	}
 	defer it.Close()
 	del := func() error {
-		c, err := decodeChunk(it.Key(), it.Value())
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
 		if err != nil {
 			return err
 		}
@@ -383,8 +383,8 @@ func (s *ReplicaStore) dropOverlapping(b *pebbledb.Batch, vol string, r ByteRang
 		return b.Delete(byIDKey(ip, c.ID, c.Offset), nil)
 	}
 	// The chunk starting before r may reach into it.
-	if it.SeekLT(chunkKey(vp, r.Start)) {
-		c, err := decodeChunk(it.Key(), it.Value())
+	if it.SeekLT(replicaChunkKey(vp, r.Start)) {
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
 		if err != nil {
 			return err
 		}
@@ -394,7 +394,7 @@ func (s *ReplicaStore) dropOverlapping(b *pebbledb.Batch, vol string, r ByteRang
 			}
 		}
 	}
-	for ok := it.SeekGE(chunkKey(vp, r.Start)); ok; ok = it.Next() {
+	for ok := it.SeekGE(replicaChunkKey(vp, r.Start)); ok; ok = it.Next() {
 		if binary.BigEndian.Uint64(it.Key()[len(vp):]) >= r.End {
 			break
 		}
@@ -464,7 +464,7 @@ func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRang
 		}
 	}
 	for _, c := range chunks {
-		if err := b.Set(chunkKey(vp, c.Offset), encodeChunk(c), nil); err != nil {
+		if err := b.Set(replicaChunkKey(vp, c.Offset), encodeReplicaChunk(c), nil); err != nil {
 			return err
 		}
 		if err := b.Set(byIDKey(ip, c.ID, c.Offset), nil, nil); err != nil {
