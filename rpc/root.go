@@ -44,7 +44,12 @@ func (r *RootHasher) Sum() (ID, uint64) {
 
 // SourceRoot chunks a whole volume and returns its root: what a receiver
 // holding an exact replica acknowledges with.
+// A chunker with state (CDCChunker) starts afresh, so the root reflects a
+// full re-chunk, not the chunker's stored list.
 func SourceRoot(c Chunker, r io.ReaderAt, size uint64) (ID, uint64, error) {
+	if f, ok := c.(interface{ Fresh() Chunker }); ok {
+		c = f.Fresh()
+	}
 	h := NewRootHasher(size)
 	const step = 16 << 20
 	for off := uint64(0); off < size; {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/dmsync/dmsync/logd"
@@ -62,6 +63,8 @@ const maxRun = 256 << 10
 // Sender replicates one volume to one peer.
 type Sender struct {
 	cfg   SenderConfig
+	src   io.ReaderAt // cfg.Source, counted
+	read  atomic.Int64
 	log   *slog.Logger
 	stats Stats
 	ack   Ack
@@ -94,7 +97,9 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
-	return &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}, nil
+	snd := &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}
+	snd.src = countingReader{r: cfg.Source, n: &snd.read}
+	return snd, nil
 }
 
 // Stats returns the counters so far.
@@ -270,10 +275,13 @@ func (s *Sender) requeuedLastPass() bool {
 	return false
 }
 
-// build reads and chunks quiet regions from the head of rest until the batch
-// is full. It returns how many entries of rest it consumed.
+// build picks quiet regions from the head of rest until the batch is full,
+// then reads and chunks each run of consecutive regions with one Cut. It
+// returns how many entries of rest it consumed.
 func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, int, error) {
 	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params()}}
+	type run struct{ start, end uint64 }
+	var runs []run
 	var bytes uint64
 	n := 0
 	for ; n < len(rest) && bytes < s.cfg.MaxBatchBytes; n++ {
@@ -297,15 +305,21 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 			s.stats.SkippedBusy++
 			continue
 		}
-		rg, data, err := s.cfg.Chunker.Cut(s.cfg.Source, s.cfg.Size, start, end)
-		if err != nil {
-			return nil, n, fmt.Errorf("read region %d: %w", p.Region, err)
-		}
-		s.stats.BytesRead += uint64(len(data))
-		bytes += uint64(len(data))
 		b.regions = append(b.regions, p)
+		bytes += end - start
+		if k := len(runs) - 1; k >= 0 && runs[k].end == start {
+			runs[k].end = end
+		} else {
+			runs = append(runs, run{start, end})
+		}
+	}
+	for _, ru := range runs {
+		rg, data, err := s.cfg.Chunker.Cut(s.src, s.cfg.Size, ru.start, ru.end)
+		if err != nil {
+			return nil, n, fmt.Errorf("read [%d,%d): %w", ru.start, ru.end, err)
+		}
 		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
-			// A chunk reached into this region: trim what is already offered.
+			// A chunk reached into this run: trim what is already offered.
 			rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
 			if len(rg.Chunks) == 0 {
 				continue
@@ -320,10 +334,23 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		b.offer.Ranges = append(b.offer.Ranges, rg)
 		b.data = append(b.data, data)
 	}
+	s.stats.BytesRead = uint64(s.read.Load())
 	if len(b.regions) == 0 {
 		return nil, n, nil
 	}
 	return b, n, nil
+}
+
+// countingReader counts the bytes read from the source.
+type countingReader struct {
+	r io.ReaderAt
+	n *atomic.Int64
+}
+
+func (c countingReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // trimFront drops the chunks of rg that start before pos.

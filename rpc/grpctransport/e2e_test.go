@@ -2,6 +2,9 @@ package grpctransport
 
 import (
 	"testing"
+
+	"github.com/dmsync/dmsync/blockhash"
+	"github.com/dmsync/dmsync/rpc"
 )
 
 func TestReplicateRandomWrites(t *testing.T) {
@@ -54,6 +57,41 @@ func TestReplicateRandomWrites(t *testing.T) {
 		// 20 writes of ≤ 8 KiB touch at most 40 chunks of 16 KiB and 40 regions.
 		if sent > 40*16<<10 || read > 40*256<<10 || sent == 0 {
 			t.Errorf("round %d: read %d, sent %d bytes for 20 small writes", round, read, sent)
+		}
+	}
+}
+
+// TestReplicateCDC runs the same story with blockhash's content-defined
+// chunker: chunks straddle regions, ranges extend to chunk boundaries.
+func TestReplicateCDC(t *testing.T) {
+	const size = 4 << 20
+	s := newSenderNode(t, size, 64<<10, 16<<10, 3)
+	c, err := blockhash.NewChunker(blockhash.Params{Version: blockhash.FormatVersion, Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cdc := rpc.NewCDCChunker(c, nil)
+	s.chunker = cdc
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	checkReplicatedEarly(t, s, r)
+	snd := s.sender(s.dial(r, DialOptions{}), r.id.ID)
+	ctx := ctxT(t)
+	for round := range 4 {
+		if round > 0 {
+			s.randomWrites(25)
+		}
+		if _, err := snd.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		equalFiles(t, s.path, r.path)
+		allReplicated(t, s)
+		v, err := snd.Verify(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.Equal || snd.LastAck().Root != v.Source.Root {
+			t.Fatalf("round %d: roots differ: %+v, last ack %v", round, v, snd.LastAck().Root)
 		}
 	}
 }
