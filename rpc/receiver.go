@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/pebble"
 )
 
@@ -208,6 +209,9 @@ func (r *Receiver) validate(v *recvVolume, o *Offer) error {
 			if c.Length == 0 || c.Length > o.Params.Max {
 				return fmt.Errorf("volume %q: chunk at %d has length %d, max %d: %w", v.Name, c.Offset, c.Length, o.Params.Max, ErrChunkSize)
 			}
+			if nb := len(c.Blocks); nb != 0 && uint64(nb) != blockCount(c) {
+				return fmt.Errorf("volume %q: chunk at %d has %d block fingerprints, want %d: %w", v.Name, c.Offset, nb, blockCount(c), ErrBadOffer)
+			}
 			if c.Offset != pos {
 				return fmt.Errorf("volume %q: chunk at %d does not tile range [%d,%d) (expected offset %d): %w", v.Name, c.Offset, rg.Start, rg.End, pos, ErrBadOffer)
 			}
@@ -235,7 +239,9 @@ type Batch struct {
 	ranges   []pebble.ByteRange
 	missing  []bool
 	got      []bool
-	dups     map[int][]int // missing chunk -> later chunks with the same id
+	dups     map[int][]int  // missing chunk -> later chunks with the same id
+	blocks   map[int][]bool // missing chunk -> blocks asked for
+	retry    []int          // patched chunks that did not verify
 	pending  int
 	wrote    bool
 	finished bool
@@ -259,7 +265,7 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 	case <-ctx.Done():
 		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, ctx.Err())
 	}
-	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}}
+	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}, blocks: map[int][]bool{}}
 	for _, rg := range o.Ranges {
 		b.ranges = append(b.ranges, pebble.ByteRange{Start: rg.Start, End: rg.End})
 		b.chunks = append(b.chunks, rg.Chunks...)
@@ -335,8 +341,45 @@ func (b *Batch) plan() (Need, error) {
 		b.missing[i] = true
 		firstMissing[c.ID] = i
 		b.pending++
+		if len(c.Blocks) > 0 && overlapsAny(have, c) {
+			// The replica held older data here: ask only for changed blocks.
+			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
+			if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err == nil {
+				mine := blockhash.BlockFingerprints(c.Offset, buf)
+				mask := make([]bool, len(mine))
+				changed := 0
+				for k := range mine {
+					if mine[k] != c.Blocks[k] {
+						mask[k] = true
+						changed++
+					}
+				}
+				if changed < len(mine) {
+					b.blocks[i] = mask
+				}
+			}
+		}
 	}
+	need.Blocks = b.blocks
 	return need, nil
+}
+
+// overlapsAny reports whether an indexed chunk of have overlaps c.
+func overlapsAny(have map[uint64]pebble.ReplicaChunk, c Chunk) bool {
+	if len(have) == 0 {
+		return false
+	}
+	for _, h := range have {
+		if h.Offset < c.End() && c.Offset < h.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// blockCount returns how many volume-aligned 4 KiB blocks c touches.
+func blockCount(c Chunk) uint64 {
+	return (c.End()-1)/blockhash.BlockSize - c.Offset/blockhash.BlockSize + 1
 }
 
 func (b *Batch) write(data []byte, off uint64) error {
@@ -366,6 +409,9 @@ func (b *Batch) Put(i uint32, data []byte) error {
 			return fmt.Errorf("volume %q: chunk %d was not requested, came twice, or does not continue the run: %w", b.v.Name, j, ErrProtocol)
 		}
 		c := b.chunks[j]
+		if b.blocks[j] != nil {
+			return fmt.Errorf("volume %q: chunk %d was asked for by blocks: %w", b.v.Name, j, ErrProtocol)
+		}
 		if uint64(len(data)-pos) < uint64(c.Length) {
 			return fmt.Errorf("volume %q: chunk %d at %d: %d bytes left in the run, offer said %d: %w", b.v.Name, j, c.Offset, len(data)-pos, c.Length, ErrChunkSize)
 		}
@@ -393,6 +439,61 @@ func (b *Batch) Put(i uint32, data []byte) error {
 		b.pending--
 	}
 	return nil
+}
+
+// PutBlocks takes the blocks of chunk i that Need.Blocks asked for, back to
+// back, patches them into the replica's old bytes of the chunk and writes
+// the result if it hashes to the chunk's id. If it does not (the old bytes
+// were not what their fingerprints suggested), the chunk is put on the
+// retry list: Retry hands it back to be sent whole.
+func (b *Batch) PutBlocks(i uint32, data []byte) error {
+	j := int(i)
+	if j >= len(b.chunks) || b.blocks[j] == nil || b.got[j] {
+		return fmt.Errorf("volume %q: chunk %d was not asked for by blocks, or came twice: %w", b.v.Name, i, ErrProtocol)
+	}
+	c := b.chunks[j]
+	buf := make([]byte, c.Length)
+	if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err != nil {
+		return fmt.Errorf("volume %q: read old chunk at %d: %w", b.v.Name, c.Offset, err)
+	}
+	pos := 0
+	bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
+	for k, want := range b.blocks[j] {
+		if !want {
+			continue
+		}
+		lo, hi := blockhash.BlockRange(bc, k)
+		n := int(hi - lo)
+		if len(data)-pos < n {
+			return fmt.Errorf("volume %q: chunk %d: blocks short by %d bytes: %w", b.v.Name, i, n-(len(data)-pos), ErrChunkSize)
+		}
+		copy(buf[lo-c.Offset:], data[pos:pos+n])
+		pos += n
+	}
+	if pos != len(data) {
+		return fmt.Errorf("volume %q: chunk %d: %d bytes of blocks past the requested ones: %w", b.v.Name, i, len(data)-pos, ErrChunkSize)
+	}
+	b.blocks[j] = nil
+	if Sum(buf) != c.ID {
+		b.retry = append(b.retry, j)
+		return nil
+	}
+	for _, k := range append([]int{j}, b.dups[j]...) {
+		if err := b.write(buf, b.chunks[k].Offset); err != nil {
+			return err
+		}
+	}
+	b.got[j] = true
+	b.pending--
+	return nil
+}
+
+// Retry returns, once, the chunks patched from blocks that did not verify;
+// the sender must send them whole before the batch can commit.
+func (b *Batch) Retry() []int {
+	r := b.retry
+	b.retry = nil
+	return r
 }
 
 // Commit syncs the image, commits the new index and clears the applying

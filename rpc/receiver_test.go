@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/pebble"
 )
 
@@ -410,4 +412,87 @@ func FuzzReceiverOffer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// offerWithBlocks is offerFor with 16 KiB chunks carrying block fingerprints.
+func offerWithBlocks(t *testing.T, src []byte, start, end uint64) (*Offer, []byte) {
+	t.Helper()
+	rg, data, err := FixedChunker{Size: 4 * tChunk}.Cut(bytes.NewReader(src), uint64(len(src)), start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range rg.Chunks {
+		rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
+	}
+	return &Offer{Volume: tVol, VolumeSize: uint64(len(src)), Params: FixedChunker{Size: 4 * tChunk}.Params(), Ranges: []Range{rg}}, data
+}
+
+func TestReceiverBlockDelta(t *testing.T) {
+	for _, corrupt := range []bool{false, true} {
+		img := &memImage{b: make([]byte, tSize)}
+		db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		r, err := NewReceiver(ReceiverConfig{Store: pebble.NewReplicaStore(db), Volumes: []ReceiveVolume{{Name: tVol, Image: img, Size: tSize, Senders: []string{tPeer}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := pattern(8)
+		o, data := offerWithBlocks(t, src, 0, tSize)
+		b, need, err := r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(need.Blocks) != 0 {
+			t.Fatal("block masks for a replica that held nothing")
+		}
+		if err := b.Put(0, data); err == nil {
+			_, err = b.Commit(false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One byte changes in block 1 of chunk 2, and all of chunk 5.
+		src[2*4*tChunk+tChunk+7] ^= 0xff
+		copy(src[5*4*tChunk:6*4*tChunk], pattern(9))
+		o, data = offerWithBlocks(t, src, 0, 8*4*tChunk)
+		b, need, err = r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if need.Count() != 2 || !slices.Equal(need.Blocks[2], []bool{false, true, false, false}) || need.Blocks[5] != nil {
+			t.Fatalf("need %d chunks, masks %v", need.Count(), need.Blocks)
+		}
+		blk := bytes.Clone(data[2*4*tChunk+tChunk : 2*4*tChunk+2*tChunk])
+		if corrupt {
+			blk[0] ^= 1
+		}
+		if err := b.PutBlocks(2, blk); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Put(5, data[5*4*tChunk:6*4*tChunk]); err != nil {
+			t.Fatal(err)
+		}
+		retry := b.Retry()
+		if corrupt != (len(retry) == 1) {
+			t.Fatalf("corrupt %v: retry %v", corrupt, retry)
+		}
+		if corrupt {
+			if !bytes.Equal(img.b[2*4*tChunk:3*4*tChunk], pattern(8)[2*4*tChunk:3*4*tChunk]) {
+				t.Fatal("a patched chunk that did not verify was written")
+			}
+			if _, err := b.Commit(false); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("commit with a chunk to resend: %v", err)
+			}
+			continue
+		}
+		if _, err := b.Commit(true); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(img.b, src) {
+			t.Fatal("replica differs after patching")
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/logd"
 	"github.com/dmsync/dmsync/pebble"
 )
@@ -46,12 +47,14 @@ type SenderConfig struct {
 type Stats struct {
 	Batches       int    // acknowledged batches
 	Failures      int    // failed batch attempts
-	BytesRead     uint64 // bytes read from the source
+	BytesRead     uint64 // bytes read from the source (every read counted)
 	BytesSent     uint64 // chunk payload bytes sent
 	ChunksOffered int
 	ChunksSent    int
 	ChunksCopied  int // chunks the receiver copied locally
 	ChunksPresent int // chunks the receiver already had in place
+	ChunksPatched int // chunks sent as their changed 4 KiB blocks only
+	ChunksResent  int // patched chunks that did not verify, sent whole
 	Replicated    int // regions marked replicated
 	Requeued      int // regions written during their read: stay pending
 	SkippedBusy   int // regions skipped because a write was in flight
@@ -318,6 +321,11 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		if err != nil {
 			return nil, n, fmt.Errorf("read [%d,%d): %w", ru.start, ru.end, err)
 		}
+		for i, c := range rg.Chunks {
+			if c.Length > blockhash.BlockSize {
+				rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
+			}
+		}
 		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
 			// A chunk reached into this run: trim what is already offered.
 			rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
@@ -385,46 +393,95 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 	s.stats.ChunksCopied += need.Copied
 	s.stats.ChunksPresent += need.Present
 	// Needed chunks go out in runs of consecutive chunks, up to maxRun
-	// bytes per message, without waiting for anything.
-	i := 0
+	// bytes per message, without waiting for anything; chunks asked for by
+	// blocks go alone, with just those blocks.
 	var sentBytes uint64
-	for k, rg := range b.offer.Ranges {
-		runStart, runFirst, runLen := uint64(0), -1, uint64(0)
-		flush := func() error {
-			if runFirst < 0 {
-				return nil
-			}
-			d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
-			if err := st.Send(uint32(runFirst), d); err != nil {
-				return err
-			}
-			sentBytes += runLen
-			s.stats.BytesSent += runLen
-			runFirst, runLen = -1, 0
-			return nil
-		}
-		for _, c := range rg.Chunks {
-			if !need.Missing[i] || runLen+uint64(c.Length) > maxRun {
-				if err := flush(); err != nil {
+	sendWhole := func(want func(i int) bool) error {
+		i := 0
+		for k, rg := range b.offer.Ranges {
+			runStart, runFirst, runLen := uint64(0), -1, uint64(0)
+			flush := func() error {
+				if runFirst < 0 {
+					return nil
+				}
+				d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
+				if err := st.Send(uint32(runFirst), d); err != nil {
 					return err
 				}
+				sentBytes += runLen
+				s.stats.BytesSent += runLen
+				runFirst, runLen = -1, 0
+				return nil
 			}
-			if need.Missing[i] {
-				if runFirst < 0 {
-					runFirst, runStart = i, c.Offset
+			for _, c := range rg.Chunks {
+				w := want(i)
+				if !w || runLen+uint64(c.Length) > maxRun {
+					if err := flush(); err != nil {
+						return err
+					}
 				}
-				runLen += uint64(c.Length)
-				s.stats.ChunksSent++
+				if w {
+					if runFirst < 0 {
+						runFirst, runStart = i, c.Offset
+					}
+					runLen += uint64(c.Length)
+					s.stats.ChunksSent++
+				}
+				i++
 			}
-			i++
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if err := flush(); err != nil {
-			return err
+		return nil
+	}
+	if err := sendWhole(func(i int) bool { return need.Missing[i] && need.Blocks[i] == nil }); err != nil {
+		return err
+	}
+	if len(need.Blocks) > 0 {
+		i := 0
+		for k, rg := range b.offer.Ranges {
+			for _, c := range rg.Chunks {
+				if mask := need.Blocks[i]; mask != nil {
+					var d []byte
+					bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
+					for j, w := range mask {
+						if w {
+							lo, hi := blockhash.BlockRange(bc, j)
+							d = append(d, b.data[k][lo-rg.Start:hi-rg.Start]...)
+						}
+					}
+					if err := st.SendBlocks(uint32(i), d); err != nil {
+						return err
+					}
+					sentBytes += uint64(len(d))
+					s.stats.BytesSent += uint64(len(d))
+					s.stats.ChunksPatched++
+				}
+				i++
+			}
 		}
 	}
-	ack, err := st.Finish(b.last)
+	ack, resend, err := st.Finish(b.last)
 	if err != nil {
 		return err
+	}
+	if len(resend) > 0 {
+		s.log.Info("receiver could not patch chunks from blocks; sending them whole", "chunks", len(resend))
+		s.stats.ChunksResent += len(resend)
+		set := map[int]bool{}
+		for _, i := range resend {
+			set[i] = true
+		}
+		if err := sendWhole(func(i int) bool { return set[i] }); err != nil {
+			return err
+		}
+		if ack, resend, err = st.Finish(b.last); err != nil {
+			return err
+		}
+		if len(resend) > 0 {
+			return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
+		}
 	}
 	if ack.HasRoot {
 		s.ack = ack

@@ -17,9 +17,14 @@ type ApplyStream interface {
 	Offer(o *Offer) (Need, error)
 	// Send sends chunks index, index+1, ... of one range, back to back.
 	Send(index uint32, data []byte) error
+	// SendBlocks sends the blocks of chunk index that Need.Blocks asked
+	// for, back to back.
+	SendBlocks(index uint32, data []byte) error
 	// Finish waits for the durable ack; wantRoot asks for the replica's
-	// root over its whole chunk list.
-	Finish(wantRoot bool) (Ack, error)
+	// root over its whole chunk list. If the receiver could not verify
+	// chunks patched from blocks, it returns no ack but the chunks to send
+	// whole, after which Finish is called once more.
+	Finish(wantRoot bool) (Ack, []int, error)
 	// Close abandons the stream; it is safe after Finish.
 	Close()
 }

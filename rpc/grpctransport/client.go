@@ -88,11 +88,11 @@ func (c *Client) Apply(ctx context.Context) (rpc.ApplyStream, error) {
 type stream struct {
 	s      pb.Replica_ApplyClient
 	cancel context.CancelFunc
-	chunks int
+	offer  *rpc.Offer
 }
 
 func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
-	s.chunks = o.NumChunks()
+	s.offer = o
 	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Offer{Offer: offerToPB(o)}}); err != nil {
 		return rpc.Need{}, s.err(err)
 	}
@@ -104,7 +104,14 @@ func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
 	if n == nil {
 		return rpc.Need{}, fmt.Errorf("receiver answered an offer with %T: %w", r.Msg, rpc.ErrProtocol)
 	}
-	return needFromPB(n, s.chunks)
+	return needFromPB(n, s.offer)
+}
+
+func (s *stream) SendBlocks(index uint32, data []byte) error {
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data, Partial: true}}}); err != nil {
+		return s.err(err)
+	}
+	return nil
 }
 
 func (s *stream) Send(index uint32, data []byte) error {
@@ -114,29 +121,45 @@ func (s *stream) Send(index uint32, data []byte) error {
 	return nil
 }
 
-func (s *stream) Finish(wantRoot bool) (rpc.Ack, error) {
+func (s *stream) Finish(wantRoot bool) (rpc.Ack, []int, error) {
 	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
-		return rpc.Ack{}, s.err(err)
+		return rpc.Ack{}, nil, s.err(err)
 	}
 	r, err := s.s.Recv()
 	if err != nil {
-		return rpc.Ack{}, fromStatus(err)
+		return rpc.Ack{}, nil, fromStatus(err)
+	}
+	if n := r.GetNeed(); n != nil {
+		missing, err := fromBitmap(n.GetMissing(), s.offer.NumChunks())
+		if err != nil {
+			return rpc.Ack{}, nil, err
+		}
+		var resend []int
+		for i, m := range missing {
+			if m {
+				resend = append(resend, i)
+			}
+		}
+		if len(resend) == 0 {
+			return rpc.Ack{}, nil, fmt.Errorf("receiver asked for nothing after done: %w", rpc.ErrProtocol)
+		}
+		return rpc.Ack{}, resend, nil
 	}
 	a := r.GetAck()
 	if a == nil {
-		return rpc.Ack{}, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
+		return rpc.Ack{}, nil, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
 	}
 	if len(a.GetRoot()) == 0 {
 		if wantRoot {
-			return rpc.Ack{}, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
+			return rpc.Ack{}, nil, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
 		}
-		return rpc.Ack{}, nil
+		return rpc.Ack{}, nil, nil
 	}
 	root, err := toID(a.GetRoot())
 	if err != nil {
-		return rpc.Ack{}, err
+		return rpc.Ack{}, nil, err
 	}
-	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil
+	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil, nil
 }
 
 // err turns a Send error into the stream's real status: a failed Send

@@ -1,6 +1,7 @@
 package grpctransport
 
 import (
+	"sync/atomic"
 	"testing"
 
 	"github.com/dmsync/dmsync/blockhash"
@@ -81,11 +82,16 @@ func TestReplicateCDC(t *testing.T) {
 		if round > 0 {
 			s.randomWrites(25)
 		}
+		before := snd.Stats()
 		if _, err := snd.RunOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
+		after := snd.Stats()
 		equalFiles(t, s.path, r.path)
 		allReplicated(t, s)
+		if round > 0 && (after.ChunksPatched == before.ChunksPatched || after.BytesSent-before.BytesSent > 25*(8<<10+2*4096)) {
+			t.Errorf("round %d: %d chunks patched, %d bytes sent for 25 writes of ≤ 8 KiB", round, after.ChunksPatched-before.ChunksPatched, after.BytesSent-before.BytesSent)
+		}
 		v, err := snd.Verify(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -93,5 +99,33 @@ func TestReplicateCDC(t *testing.T) {
 		if !v.Equal || snd.LastAck().Root != v.Source.Root {
 			t.Fatalf("round %d: roots differ: %+v, last ack %v", round, v, snd.LastAck().Root)
 		}
+	}
+}
+
+// TestPatchRetryOverWire: changed blocks corrupted in flight make the
+// patched chunk fail verification; the receiver asks for it whole in a
+// second round and the batch still commits.
+func TestPatchRetryOverWire(t *testing.T) {
+	const size = 1 << 20
+	s := newSenderNode(t, size, 64<<10, 16<<10, 4)
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	checkReplicatedEarly(t, s, r)
+	var n atomic.Int64
+	tr := &recordingTransport{Transport: s.dial(r, DialOptions{}), corruptBlocks: func() bool { return n.Add(1)%2 == 1 }}
+	snd := s.sender(tr, r.id.ID)
+	ctx := ctxT(t)
+	if _, err := snd.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.randomWrites(10)
+	st, err := snd.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalFiles(t, s.path, r.path)
+	allReplicated(t, s)
+	if st.ChunksResent == 0 || st.Failures != 0 {
+		t.Fatalf("%d block sends, %d resent, %d failures", n.Load(), st.ChunksResent, st.Failures)
 	}
 }

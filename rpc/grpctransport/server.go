@@ -103,11 +103,26 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 		}
 		switch m := req.Msg.(type) {
 		case *pb.ApplyRequest_Data:
-			if err := b.Put(m.Data.GetIndex(), m.Data.GetData()); err != nil {
+			put := b.Put
+			if m.Data.GetPartial() {
+				put = b.PutBlocks
+			}
+			if err := put(m.Data.GetIndex(), m.Data.GetData()); err != nil {
 				s.log.Warn("refused chunk", "volume", offer.Volume, "peer", id, "err", err)
 				return err
 			}
 		case *pb.ApplyRequest_Done:
+			if retry := b.Retry(); len(retry) > 0 {
+				// Patched chunks that did not verify: ask for them whole.
+				missing := make([]bool, offer.NumChunks())
+				for _, i := range retry {
+					missing[i] = true
+				}
+				if err := stream.Send(&pb.ApplyResponse{Msg: &pb.ApplyResponse_Need{Need: &pb.Need{Missing: toBitmap(missing)}}}); err != nil {
+					return err
+				}
+				continue
+			}
 			ack, err := b.Commit(m.Done.GetWantRoot())
 			if err != nil {
 				return err
