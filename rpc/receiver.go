@@ -61,11 +61,14 @@ type Receiver struct {
 
 type recvVolume struct {
 	ReceiveVolume
-	lock    chan struct{} // one batch at a time per volume
-	senders map[string]bool
-	mu      sync.Mutex // guards params and stored
-	params  ChunkParams
-	stored  bool // the store holds the volume's meta
+	// Batches of one volume run concurrently on disjoint byte ranges.
+	imu      sync.Mutex
+	inflight map[uint64][]pebble.ByteRange // batch id -> its ranges
+	released chan struct{}                 // closed when a batch ends
+	senders  map[string]bool
+	mu       sync.Mutex // guards params and stored
+	params   ChunkParams
+	stored   bool // the store holds the volume's meta
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -96,7 +99,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 			errs = append(errs, fmt.Errorf("volume %q: needs an image and a size", v.Name))
 			continue
 		}
-		rv := &recvVolume{ReceiveVolume: v, lock: make(chan struct{}, 1), senders: map[string]bool{}, params: v.Params}
+		rv := &recvVolume{ReceiveVolume: v, inflight: map[uint64][]pebble.ByteRange{}, released: make(chan struct{}), senders: map[string]bool{}, params: v.Params}
 		for _, s := range v.Senders {
 			rv.senders[s] = true
 			r.known[s] = true
@@ -260,15 +263,13 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 		r.log.Warn("refused offer", "volume", o.Volume, "peer", peer, "err", err)
 		return nil, Need{}, err
 	}
-	select {
-	case v.lock <- struct{}{}:
-	case <-ctx.Done():
-		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, ctx.Err())
-	}
 	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}, blocks: map[int][]bool{}}
 	for _, rg := range o.Ranges {
 		b.ranges = append(b.ranges, pebble.ByteRange{Start: rg.Start, End: rg.End})
 		b.chunks = append(b.chunks, rg.Chunks...)
+	}
+	if err := v.acquire(ctx, b.id, b.ranges); err != nil {
+		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, err)
 	}
 	b.missing = make([]bool, len(b.chunks))
 	b.got = make([]bool, len(b.chunks))
@@ -280,9 +281,60 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 	return b, need, nil
 }
 
-func (b *Batch) inRanges(c pebble.ReplicaChunk) bool {
-	for _, rg := range b.ranges {
-		if c.Offset < rg.End && rg.Start < c.End() {
+func overlap(a, b []pebble.ByteRange) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Start < y.End && y.Start < x.End {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// acquire waits until no batch in flight overlaps ranges, then registers
+// batch id with them.
+func (v *recvVolume) acquire(ctx context.Context, id uint64, ranges []pebble.ByteRange) error {
+	for {
+		v.imu.Lock()
+		busy := false
+		for _, rs := range v.inflight {
+			if overlap(rs, ranges) {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			v.inflight[id] = ranges
+			v.imu.Unlock()
+			return nil
+		}
+		ch := v.released
+		v.imu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (v *recvVolume) releaseBatch(id uint64) {
+	v.imu.Lock()
+	delete(v.inflight, id)
+	close(v.released)
+	v.released = make(chan struct{})
+	v.imu.Unlock()
+}
+
+// inFlight reports whether c overlaps a range some batch in flight (this
+// one included) may be writing: such bytes are no copy source.
+func (b *Batch) inFlight(c pebble.ReplicaChunk) bool {
+	cr := []pebble.ByteRange{{Start: c.Offset, End: c.End()}}
+	b.v.imu.Lock()
+	defer b.v.imu.Unlock()
+	for _, rs := range b.v.inflight {
+		if overlap(rs, cr) {
 			return true
 		}
 	}
@@ -323,7 +375,7 @@ func (b *Batch) plan() (Need, error) {
 			b.dups[j] = append(b.dups[j], i)
 			continue
 		}
-		src, ok, err := finder.Find(c.ID, b.inRanges)
+		src, ok, err := finder.Find(c.ID, b.inFlight)
 		if err != nil {
 			return Need{}, err
 		}
@@ -573,6 +625,6 @@ func (b *Batch) abortLocked() {
 func (b *Batch) release() {
 	if !b.finished {
 		b.finished = true
-		<-b.v.lock
+		b.v.releaseBatch(b.id)
 	}
 }

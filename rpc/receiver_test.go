@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 	"testing"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -494,5 +495,47 @@ func TestReceiverBlockDelta(t *testing.T) {
 		if !bytes.Equal(img.b, src) {
 			t.Fatal("replica differs after patching")
 		}
+	}
+}
+
+// TestReceiverConcurrentBatches: batches on disjoint ranges run at once; an
+// overlapping one waits until the batch it overlaps ends.
+func TestReceiverConcurrentBatches(t *testing.T) {
+	img := &memImage{b: make([]byte, tSize)}
+	r, _ := newTestReceiver(t, img)
+	src := pattern(10)
+	oa, _ := offerFor(t, src, 0, 8*tChunk)
+	ob, _ := offerFor(t, src, 8*tChunk, 16*tChunk)
+	oc, _ := offerFor(t, src, 4*tChunk, 12*tChunk)
+	a, _, err := r.Begin(context.Background(), tPeer, oa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := r.Begin(context.Background(), tPeer, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := r.Begin(ctx, tPeer, oc); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("overlapping batch: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		c, _, err := r.Begin(context.Background(), tPeer, oc)
+		if err == nil {
+			c.Abort()
+		}
+		got <- err
+	}()
+	a.Abort()
+	select {
+	case err := <-got:
+		t.Fatalf("overlapping batch started while b still runs: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Abort()
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,9 @@ type SenderConfig struct {
 	// MaxAttempts bounds consecutive failed batches in one RunOnce before
 	// it gives up (0: retry until ctx is done).
 	MaxAttempts int
+	// Inflight is how many batches may await their acks at once
+	// (default 2).
+	Inflight int
 }
 
 // Stats counts a sender's work.
@@ -65,6 +69,7 @@ const maxRun = 256 << 10
 
 // Sender replicates one volume to one peer.
 type Sender struct {
+	mu    sync.Mutex // guards stats and ack
 	cfg   SenderConfig
 	src   io.ReaderAt // cfg.Source, counted
 	read  atomic.Int64
@@ -94,6 +99,9 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = 16 << 20
 	}
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = 2
+	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
 	}
@@ -106,10 +114,25 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 }
 
 // Stats returns the counters so far.
-func (s *Sender) Stats() Stats { return s.stats }
+func (s *Sender) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// count updates the counters under the lock (batches finish concurrently).
+func (s *Sender) count(f func(*Stats)) {
+	s.mu.Lock()
+	f(&s.stats)
+	s.mu.Unlock()
+}
 
 // LastAck returns the last acknowledgement received.
-func (s *Sender) LastAck() Ack { return s.ack }
+func (s *Sender) LastAck() Ack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack
+}
 
 // batch is a read and chunked set of regions, ready to offer.
 type batch struct {
@@ -161,27 +184,27 @@ func (s *Sender) RunOnce(ctx context.Context) (Stats, error) {
 	for {
 		progressed, more, err := s.pass(ctx)
 		if err == nil && !more {
-			return s.stats, nil
+			return s.Stats(), nil
 		}
 		if err == nil {
 			continue
 		}
-		s.stats.Failures++
+		s.count(func(st *Stats) { st.Failures++ })
 		if Permanent(err) || ctx.Err() != nil {
-			return s.stats, err
+			return s.Stats(), err
 		}
 		if progressed {
 			attempts, backoff = 0, s.cfg.MinBackoff
 		}
 		attempts++
 		if s.cfg.MaxAttempts > 0 && attempts >= s.cfg.MaxAttempts {
-			return s.stats, fmt.Errorf("giving up after %d attempts: %w", attempts, err)
+			return s.Stats(), fmt.Errorf("giving up after %d attempts: %w", attempts, err)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		s.log.Info("batch failed; retrying", "err", err, "wait", wait)
 		select {
 		case <-ctx.Done():
-			return s.stats, ctx.Err()
+			return s.Stats(), ctx.Err()
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, s.cfg.MaxBackoff)
@@ -250,16 +273,81 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 		for range ch {
 		}
 	}()
+	// Up to Inflight batches are in flight: the next batch streams while
+	// earlier ones wait for their acks. The last batch of the pass, which
+	// asks for the root, finishes only after all earlier ones acked.
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+		prev     []chan struct{}
+		sem      = make(chan struct{}, s.cfg.Inflight)
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	failed := func() error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return firstErr
+	}
 	sent := 0
 	for bt := range ch {
 		if bt.err != nil {
-			return progressed, true, bt.err
+			fail(bt.err)
+			break
 		}
-		if err := s.send(ctx, bt.b); err != nil {
-			return progressed, true, err
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		progressed = true
+		if failed() != nil || ctx.Err() != nil {
+			break
+		}
+		finish, err := s.send(ctx, bt.b)
+		if err != nil {
+			<-sem
+			fail(err)
+			break
+		}
 		sent++
+		done := make(chan struct{})
+		var wait []chan struct{}
+		if bt.b.last {
+			wait = prev
+		}
+		prev = append(prev, done)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			defer func() { <-sem }()
+			for _, w := range wait {
+				<-w
+			}
+			if failed() != nil {
+				return
+			}
+			if err := finish(); err != nil {
+				fail(err)
+				return
+			}
+			errMu.Lock()
+			progressed = true
+			errMu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := failed(); err != nil {
+		return progressed, true, err
+	}
+	if err := ctx.Err(); err != nil {
+		return progressed, true, err
 	}
 	// Regions requeued (written during their read) make another pass useful.
 	return progressed, sent > 0 && s.requeuedLastPass(), nil
@@ -305,7 +393,7 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 			return nil, n, fmt.Errorf("quiet region %d: %w", p.Region, err)
 		}
 		if !quiet {
-			s.stats.SkippedBusy++
+			s.count(func(st *Stats) { st.SkippedBusy++ })
 			continue
 		}
 		b.regions = append(b.regions, p)
@@ -342,7 +430,7 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		b.offer.Ranges = append(b.offer.Ranges, rg)
 		b.data = append(b.data, data)
 	}
-	s.stats.BytesRead = uint64(s.read.Load())
+	s.count(func(st *Stats) { st.BytesRead = uint64(s.read.Load()) })
 	if len(b.regions) == 0 {
 		return nil, n, nil
 	}
@@ -374,24 +462,30 @@ func trimFront(rg Range, data []byte, pos uint64) (Range, []byte) {
 	return Range{Start: start, End: rg.End, Chunks: rg.Chunks[i:]}, data[start-rg.Start:]
 }
 
-// send runs one batch and, only after the receiver's durable ack, marks its
-// regions replicated.
-func (s *Sender) send(ctx context.Context, b *batch) error {
+// send streams one batch: offer, then every needed byte without waiting.
+// It returns the second half, finish, which waits for the receiver's
+// durable ack and only then marks the batch's regions replicated; finish
+// may run while the next batch streams.
+func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err error) {
 	st, err := s.cfg.Transport.Apply(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
 	need, err := st.Offer(&b.offer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(need.Missing) != b.offer.NumChunks() {
-		return fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
+		return nil, fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
 	}
-	s.stats.ChunksOffered += len(need.Missing)
-	s.stats.ChunksCopied += need.Copied
-	s.stats.ChunksPresent += need.Present
+	s.count(func(st *Stats) { st.ChunksOffered += len(need.Missing) })
+	s.count(func(st *Stats) { st.ChunksCopied += need.Copied })
+	s.count(func(st *Stats) { st.ChunksPresent += need.Present })
 	// Needed chunks go out in runs of consecutive chunks, up to maxRun
 	// bytes per message, without waiting for anything; chunks asked for by
 	// blocks go alone, with just those blocks.
@@ -409,7 +503,7 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 					return err
 				}
 				sentBytes += runLen
-				s.stats.BytesSent += runLen
+				s.count(func(st *Stats) { st.BytesSent += runLen })
 				runFirst, runLen = -1, 0
 				return nil
 			}
@@ -425,7 +519,7 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 						runFirst, runStart = i, c.Offset
 					}
 					runLen += uint64(c.Length)
-					s.stats.ChunksSent++
+					s.count(func(st *Stats) { st.ChunksSent++ })
 				}
 				i++
 			}
@@ -436,7 +530,7 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 		return nil
 	}
 	if err := sendWhole(func(i int) bool { return need.Missing[i] && need.Blocks[i] == nil }); err != nil {
-		return err
+		return nil, err
 	}
 	if len(need.Blocks) > 0 {
 		i := 0
@@ -452,68 +546,73 @@ func (s *Sender) send(ctx context.Context, b *batch) error {
 						}
 					}
 					if err := st.SendBlocks(uint32(i), d); err != nil {
-						return err
+						return nil, err
 					}
 					sentBytes += uint64(len(d))
-					s.stats.BytesSent += uint64(len(d))
-					s.stats.ChunksPatched++
+					s.count(func(st *Stats) { st.BytesSent += uint64(len(d)) })
+					s.count(func(st *Stats) { st.ChunksPatched++ })
 				}
 				i++
 			}
 		}
 	}
-	ack, resend, err := st.Finish(b.last)
-	if err != nil {
-		return err
-	}
-	if len(resend) > 0 {
-		s.log.Info("receiver could not patch chunks from blocks; sending them whole", "chunks", len(resend))
-		s.stats.ChunksResent += len(resend)
-		set := map[int]bool{}
-		for _, i := range resend {
-			set[i] = true
-		}
-		if err := sendWhole(func(i int) bool { return set[i] }); err != nil {
-			return err
-		}
-		if ack, resend, err = st.Finish(b.last); err != nil {
+	return func() error {
+		defer st.Close()
+		ack, resend, err := st.Finish(b.last)
+		if err != nil {
 			return err
 		}
 		if len(resend) > 0 {
-			return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
-		}
-	}
-	if ack.HasRoot {
-		s.ack = ack
-	}
-	s.stats.Batches++
-	for _, p := range b.regions {
-		ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
-		if err != nil {
-			return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
-		}
-		if ok {
-			s.stats.Replicated++
-		} else {
-			s.stats.Requeued++
-		}
-	}
-	if s.cfg.Store != nil {
-		p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
-		if err != nil {
-			return err
+			s.log.Info("receiver could not patch chunks from blocks; sending them whole", "chunks", len(resend))
+			s.count(func(st *Stats) { st.ChunksResent += len(resend) })
+			set := map[int]bool{}
+			for _, i := range resend {
+				set[i] = true
+			}
+			if err := sendWhole(func(i int) bool { return set[i] }); err != nil {
+				return err
+			}
+			if ack, resend, err = st.Finish(b.last); err != nil {
+				return err
+			}
+			if len(resend) > 0 {
+				return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
+			}
 		}
 		if ack.HasRoot {
-			p.Root, p.Chunks = ack.Root, ack.Chunks
+			s.mu.Lock()
+			s.ack = ack
+			s.mu.Unlock()
 		}
-		p.AckedAt = time.Now().UnixNano()
-		p.Batches++
-		p.BytesSent += sentBytes
-		if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {
-			return err
+		s.count(func(st *Stats) { st.Batches++ })
+		for _, p := range b.regions {
+			ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
+			if err != nil {
+				return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+			}
+			if ok {
+				s.count(func(st *Stats) { st.Replicated++ })
+			} else {
+				s.count(func(st *Stats) { st.Requeued++ })
+			}
 		}
-	}
-	return nil
+		if s.cfg.Store != nil {
+			p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
+			if err != nil {
+				return err
+			}
+			if ack.HasRoot {
+				p.Root, p.Chunks = ack.Root, ack.Chunks
+			}
+			p.AckedAt = time.Now().UnixNano()
+			p.Batches++
+			p.BytesSent += sentBytes
+			if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }
 
 // VerifyResult compares the source with the peer's replica.
