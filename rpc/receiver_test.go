@@ -8,8 +8,8 @@ import (
 	"slices"
 	"sync"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
