@@ -165,10 +165,29 @@ func (r *Receiver) Root(peer, name string) (RootInfo, error) {
 	return r.root(v)
 }
 
+// Tree returns blockhash's Merkle tree over the replica's chunk list.
+func (r *Receiver) Tree(peer, name string) (*blockhash.Tree, error) {
+	v, err := r.volume(peer, name)
+	if err != nil {
+		return nil, err
+	}
+	var list []blockhash.Chunk
+	err = r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return blockhash.NewTree(list), nil
+}
+
 func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 	h := NewRootHasher(v.Size)
+	var list []blockhash.Chunk
 	err := r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
 		h.Add(Chunk{Offset: c.Offset, Length: c.Length, ID: c.ID})
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
 		return nil
 	})
 	if err != nil {
@@ -179,7 +198,11 @@ func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 		return RootInfo{}, err
 	}
 	root, n := h.Sum()
-	return RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}, nil
+	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}
+	if len(list) > 0 {
+		info.MerkleRoot = blockhash.NewTree(list).Root()
+	}
+	return info, nil
 }
 
 // validate checks an offer against the volume before anything is written.

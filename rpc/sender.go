@@ -69,7 +69,10 @@ const maxRun = 256 << 10
 
 // Sender replicates one volume to one peer.
 type Sender struct {
-	mu    sync.Mutex // guards stats and ack
+	mu          sync.Mutex // guards stats, ack and the fields below
+	lastAckAt   time.Time
+	runStarted  time.Time
+	readAtStart uint64
 	cfg   SenderConfig
 	src   io.ReaderAt // cfg.Source, counted
 	read  atomic.Int64
@@ -179,6 +182,9 @@ func (s *Sender) Run(ctx context.Context) error {
 // batches with backoff, and returns when none is left that can be sent now
 // (regions with a write in flight are left for the next pass).
 func (s *Sender) RunOnce(ctx context.Context) (Stats, error) {
+	s.mu.Lock()
+	s.runStarted, s.readAtStart = time.Now(), uint64(s.read.Load())
+	s.mu.Unlock()
 	attempts := 0
 	backoff := s.cfg.MinBackoff
 	for {
@@ -579,11 +585,12 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 				return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
 			}
 		}
+		s.mu.Lock()
+		s.lastAckAt = time.Now()
 		if ack.HasRoot {
-			s.mu.Lock()
 			s.ack = ack
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 		s.count(func(st *Stats) { st.Batches++ })
 		for _, p := range b.regions {
 			ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
@@ -619,19 +626,39 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 type VerifyResult struct {
 	Source, Replica RootInfo
 	Equal           bool
+	// Differ lists the byte ranges where the replica's chunks differ from
+	// the source's, found by descending both Merkle trees.
+	Differ []blockhash.Range
+	Diff   blockhash.DiffStats
 }
 
-// Verify reads the whole source, computes its root and compares it with the
-// root the peer reports.
+// Verify reads the whole source, chunks it from scratch, compares its roots
+// with the peer's and, if they differ, lists the differing byte ranges by
+// descending both Merkle trees (the peer's node by node over the wire).
 func (s *Sender) Verify(ctx context.Context) (VerifyResult, error) {
-	root, n, err := SourceRoot(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
+	chunks, err := SourceChunks(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
 	}
+	h := NewRootHasher(s.cfg.Size)
+	list := make([]blockhash.Chunk, len(chunks))
+	for i, c := range chunks {
+		h.Add(c)
+		list[i] = blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID}
+	}
+	root, n := h.Sum()
+	tree := blockhash.NewTree(list)
+	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size, MerkleRoot: tree.Root()}
 	peer, err := s.cfg.Transport.Root(ctx, s.cfg.Volume)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
 	}
-	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size}
-	return VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}, nil
+	res := VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}
+	if peer.Root != root {
+		res.Differ, res.Diff, err = tree.Diff(s.cfg.Transport.Tree(ctx, s.cfg.Volume))
+		if err != nil {
+			return res, fmt.Errorf("verify %s: diff trees: %w", s.cfg.Volume, err)
+		}
+	}
+	return res, nil
 }

@@ -1,6 +1,10 @@
 package rpc
 
-import "context"
+import (
+	"context"
+
+	"github.com/dmsync/dmsync/blockhash"
+)
 
 // Transport is the sender's seam to a receiver. Package grpctransport
 // implements it over mutual-TLS gRPC; tests may wrap it to inject faults.
@@ -9,6 +13,9 @@ type Transport interface {
 	Apply(ctx context.Context) (ApplyStream, error)
 	// Root asks the receiver for its root over a volume's chunk list.
 	Root(ctx context.Context, volume string) (RootInfo, error)
+	// Tree returns the receiver's Merkle tree of a volume as a NodeSource
+	// that fetches nodes on demand.
+	Tree(ctx context.Context, volume string) blockhash.NodeSource
 }
 
 // ApplyStream carries one batch: Offer, then Send for every run of needed

@@ -93,4 +93,7 @@ type RootInfo struct {
 	// Applying is true while a batch is half applied: the replica is not
 	// clean.
 	Applying bool
+	// MerkleRoot is the root of blockhash's Merkle tree over the chunk
+	// list (zero for an empty list).
+	MerkleRoot ID
 }

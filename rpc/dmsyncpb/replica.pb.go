@@ -841,7 +841,8 @@ type RootResponse struct {
 	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
 	Chunks        uint64                 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	VolumeSize    uint64                 `protobuf:"varint,3,opt,name=volume_size,json=volumeSize,proto3" json:"volume_size,omitempty"`
-	Applying      bool                   `protobuf:"varint,4,opt,name=applying,proto3" json:"applying,omitempty"` // a batch was half applied: the replica is not clean
+	Applying      bool                   `protobuf:"varint,4,opt,name=applying,proto3" json:"applying,omitempty"`                      // a batch was half applied: the replica is not clean
+	MerkleRoot    []byte                 `protobuf:"bytes,5,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"` // root of blockhash's Merkle tree over the chunk list
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +905,253 @@ func (x *RootResponse) GetApplying() bool {
 	return false
 }
 
+func (x *RootResponse) GetMerkleRoot() []byte {
+	if x != nil {
+		return x.MerkleRoot
+	}
+	return nil
+}
+
+type ByteRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteRange) Reset() {
+	*x = ByteRange{}
+	mi := &file_replica_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteRange) ProtoMessage() {}
+
+func (x *ByteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_replica_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
+func (*ByteRange) Descriptor() ([]byte, []int) {
+	return file_replica_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ByteRange) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ByteRange) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type TreeNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Level         uint32                 `protobuf:"varint,2,opt,name=level,proto3" json:"level,omitempty"`
+	Ranges        []*ByteRange           `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"` // nodes overlapping any of these
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeNodesRequest) Reset() {
+	*x = TreeNodesRequest{}
+	mi := &file_replica_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeNodesRequest) ProtoMessage() {}
+
+func (x *TreeNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_replica_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeNodesRequest.ProtoReflect.Descriptor instead.
+func (*TreeNodesRequest) Descriptor() ([]byte, []int) {
+	return file_replica_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TreeNodesRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *TreeNodesRequest) GetLevel() uint32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *TreeNodesRequest) GetRanges() []*ByteRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+type TreeNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	First         uint32                 `protobuf:"varint,4,opt,name=first,proto3" json:"first,omitempty"`
+	Count         uint32                 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeNode) Reset() {
+	*x = TreeNode{}
+	mi := &file_replica_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeNode) ProtoMessage() {}
+
+func (x *TreeNode) ProtoReflect() protoreflect.Message {
+	mi := &file_replica_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeNode.ProtoReflect.Descriptor instead.
+func (*TreeNode) Descriptor() ([]byte, []int) {
+	return file_replica_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TreeNode) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TreeNode) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *TreeNode) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *TreeNode) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *TreeNode) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type TreeNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Height        uint32                 `protobuf:"varint,1,opt,name=height,proto3" json:"height,omitempty"`
+	Nodes         []*TreeNode            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeNodesResponse) Reset() {
+	*x = TreeNodesResponse{}
+	mi := &file_replica_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeNodesResponse) ProtoMessage() {}
+
+func (x *TreeNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_replica_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeNodesResponse.ProtoReflect.Descriptor instead.
+func (*TreeNodesResponse) Descriptor() ([]byte, []int) {
+	return file_replica_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TreeNodesResponse) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *TreeNodesResponse) GetNodes() []*TreeNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 var File_replica_proto protoreflect.FileDescriptor
 
 const file_replica_proto_rawDesc = "" +
@@ -957,16 +1205,35 @@ const file_replica_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x0e.dmsync.v1.AckH\x00R\x03ackB\x05\n" +
 	"\x03msg\"%\n" +
 	"\vRootRequest\x12\x16\n" +
-	"\x06volume\x18\x01 \x01(\tR\x06volume\"w\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\"\x98\x01\n" +
 	"\fRootResponse\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\fR\x04root\x12\x16\n" +
 	"\x06chunks\x18\x02 \x01(\x04R\x06chunks\x12\x1f\n" +
 	"\vvolume_size\x18\x03 \x01(\x04R\n" +
 	"volumeSize\x12\x1a\n" +
-	"\bapplying\x18\x04 \x01(\bR\bapplying2\x82\x01\n" +
+	"\bapplying\x18\x04 \x01(\bR\bapplying\x12\x1f\n" +
+	"\vmerkle_root\x18\x05 \x01(\fR\n" +
+	"merkleRoot\";\n" +
+	"\tByteRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\"n\n" +
+	"\x10TreeNodesRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\rR\x05level\x12,\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x14.dmsync.v1.ByteRangeR\x06ranges\"z\n" +
+	"\bTreeNode\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\fR\x04hash\x12\x14\n" +
+	"\x05first\x18\x04 \x01(\rR\x05first\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\rR\x05count\"V\n" +
+	"\x11TreeNodesResponse\x12\x16\n" +
+	"\x06height\x18\x01 \x01(\rR\x06height\x12)\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x13.dmsync.v1.TreeNodeR\x05nodes2\xca\x01\n" +
 	"\aReplica\x12>\n" +
 	"\x05Apply\x12\x17.dmsync.v1.ApplyRequest\x1a\x18.dmsync.v1.ApplyResponse(\x010\x01\x127\n" +
-	"\x04Root\x12\x16.dmsync.v1.RootRequest\x1a\x17.dmsync.v1.RootResponseB'Z%github.com/dmsync/dmsync/rpc/dmsyncpbb\x06proto3"
+	"\x04Root\x12\x16.dmsync.v1.RootRequest\x1a\x17.dmsync.v1.RootResponse\x12F\n" +
+	"\tTreeNodes\x12\x1b.dmsync.v1.TreeNodesRequest\x1a\x1c.dmsync.v1.TreeNodesResponseB'Z%github.com/dmsync/dmsync/rpc/dmsyncpbb\x06proto3"
 
 var (
 	file_replica_proto_rawDescOnce sync.Once
@@ -980,21 +1247,25 @@ func file_replica_proto_rawDescGZIP() []byte {
 	return file_replica_proto_rawDescData
 }
 
-var file_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_replica_proto_goTypes = []any{
-	(*ChunkParams)(nil),   // 0: dmsync.v1.ChunkParams
-	(*Chunk)(nil),         // 1: dmsync.v1.Chunk
-	(*Range)(nil),         // 2: dmsync.v1.Range
-	(*Offer)(nil),         // 3: dmsync.v1.Offer
-	(*Need)(nil),          // 4: dmsync.v1.Need
-	(*BlockMask)(nil),     // 5: dmsync.v1.BlockMask
-	(*Data)(nil),          // 6: dmsync.v1.Data
-	(*Done)(nil),          // 7: dmsync.v1.Done
-	(*Ack)(nil),           // 8: dmsync.v1.Ack
-	(*ApplyRequest)(nil),  // 9: dmsync.v1.ApplyRequest
-	(*ApplyResponse)(nil), // 10: dmsync.v1.ApplyResponse
-	(*RootRequest)(nil),   // 11: dmsync.v1.RootRequest
-	(*RootResponse)(nil),  // 12: dmsync.v1.RootResponse
+	(*ChunkParams)(nil),       // 0: dmsync.v1.ChunkParams
+	(*Chunk)(nil),             // 1: dmsync.v1.Chunk
+	(*Range)(nil),             // 2: dmsync.v1.Range
+	(*Offer)(nil),             // 3: dmsync.v1.Offer
+	(*Need)(nil),              // 4: dmsync.v1.Need
+	(*BlockMask)(nil),         // 5: dmsync.v1.BlockMask
+	(*Data)(nil),              // 6: dmsync.v1.Data
+	(*Done)(nil),              // 7: dmsync.v1.Done
+	(*Ack)(nil),               // 8: dmsync.v1.Ack
+	(*ApplyRequest)(nil),      // 9: dmsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),     // 10: dmsync.v1.ApplyResponse
+	(*RootRequest)(nil),       // 11: dmsync.v1.RootRequest
+	(*RootResponse)(nil),      // 12: dmsync.v1.RootResponse
+	(*ByteRange)(nil),         // 13: dmsync.v1.ByteRange
+	(*TreeNodesRequest)(nil),  // 14: dmsync.v1.TreeNodesRequest
+	(*TreeNode)(nil),          // 15: dmsync.v1.TreeNode
+	(*TreeNodesResponse)(nil), // 16: dmsync.v1.TreeNodesResponse
 }
 var file_replica_proto_depIdxs = []int32{
 	1,  // 0: dmsync.v1.Range.chunks:type_name -> dmsync.v1.Chunk
@@ -1006,15 +1277,19 @@ var file_replica_proto_depIdxs = []int32{
 	7,  // 6: dmsync.v1.ApplyRequest.done:type_name -> dmsync.v1.Done
 	4,  // 7: dmsync.v1.ApplyResponse.need:type_name -> dmsync.v1.Need
 	8,  // 8: dmsync.v1.ApplyResponse.ack:type_name -> dmsync.v1.Ack
-	9,  // 9: dmsync.v1.Replica.Apply:input_type -> dmsync.v1.ApplyRequest
-	11, // 10: dmsync.v1.Replica.Root:input_type -> dmsync.v1.RootRequest
-	10, // 11: dmsync.v1.Replica.Apply:output_type -> dmsync.v1.ApplyResponse
-	12, // 12: dmsync.v1.Replica.Root:output_type -> dmsync.v1.RootResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	13, // 9: dmsync.v1.TreeNodesRequest.ranges:type_name -> dmsync.v1.ByteRange
+	15, // 10: dmsync.v1.TreeNodesResponse.nodes:type_name -> dmsync.v1.TreeNode
+	9,  // 11: dmsync.v1.Replica.Apply:input_type -> dmsync.v1.ApplyRequest
+	11, // 12: dmsync.v1.Replica.Root:input_type -> dmsync.v1.RootRequest
+	14, // 13: dmsync.v1.Replica.TreeNodes:input_type -> dmsync.v1.TreeNodesRequest
+	10, // 14: dmsync.v1.Replica.Apply:output_type -> dmsync.v1.ApplyResponse
+	12, // 15: dmsync.v1.Replica.Root:output_type -> dmsync.v1.RootResponse
+	16, // 16: dmsync.v1.Replica.TreeNodes:output_type -> dmsync.v1.TreeNodesResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_replica_proto_init() }
@@ -1037,7 +1312,7 @@ func file_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_replica_proto_rawDesc), len(file_replica_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,8 +37,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Replica_Apply_FullMethodName = "/dmsync.v1.Replica/Apply"
-	Replica_Root_FullMethodName  = "/dmsync.v1.Replica/Root"
+	Replica_Apply_FullMethodName     = "/dmsync.v1.Replica/Apply"
+	Replica_Root_FullMethodName      = "/dmsync.v1.Replica/Root"
+	Replica_TreeNodes_FullMethodName = "/dmsync.v1.Replica/TreeNodes"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -49,6 +50,10 @@ type ReplicaClient interface {
 	Apply(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ApplyRequest, ApplyResponse], error)
 	// Root reports the receiver's root over its chunk list for a volume.
 	Root(ctx context.Context, in *RootRequest, opts ...grpc.CallOption) (*RootResponse, error)
+	// TreeNodes serves the receiver's Merkle tree (package blockhash) over
+	// its chunk list, level by level, so a sender can find where the replica
+	// differs without reading it.
+	TreeNodes(ctx context.Context, in *TreeNodesRequest, opts ...grpc.CallOption) (*TreeNodesResponse, error)
 }
 
 type replicaClient struct {
@@ -82,6 +87,16 @@ func (c *replicaClient) Root(ctx context.Context, in *RootRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *replicaClient) TreeNodes(ctx context.Context, in *TreeNodesRequest, opts ...grpc.CallOption) (*TreeNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TreeNodesResponse)
+	err := c.cc.Invoke(ctx, Replica_TreeNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -90,6 +105,10 @@ type ReplicaServer interface {
 	Apply(grpc.BidiStreamingServer[ApplyRequest, ApplyResponse]) error
 	// Root reports the receiver's root over its chunk list for a volume.
 	Root(context.Context, *RootRequest) (*RootResponse, error)
+	// TreeNodes serves the receiver's Merkle tree (package blockhash) over
+	// its chunk list, level by level, so a sender can find where the replica
+	// differs without reading it.
+	TreeNodes(context.Context, *TreeNodesRequest) (*TreeNodesResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -105,6 +124,9 @@ func (UnimplementedReplicaServer) Apply(grpc.BidiStreamingServer[ApplyRequest, A
 }
 func (UnimplementedReplicaServer) Root(context.Context, *RootRequest) (*RootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Root not implemented")
+}
+func (UnimplementedReplicaServer) TreeNodes(context.Context, *TreeNodesRequest) (*TreeNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TreeNodes not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -152,6 +174,24 @@ func _Replica_Root_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_TreeNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TreeNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).TreeNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_TreeNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).TreeNodes(ctx, req.(*TreeNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +202,10 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Root",
 			Handler:    _Replica_Root_Handler,
+		},
+		{
+			MethodName: "TreeNodes",
+			Handler:    _Replica_TreeNodes_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -176,6 +176,7 @@ func benchOnce(b *testing.B, size, region uint64, chunker rpc.Chunker) {
 		b.Fatal(err)
 	}
 	syncTime := time.Since(start)
+	b.Logf("initial: %+v in %v", st0, syncTime)
 	b.ReportMetric(syncTime.Seconds()/copyTime.Seconds(), "initial/tcpcopy-time")
 	b.ReportMetric(float64(cd.sent.Load())/float64(size), "initial-wire/size")
 	b.ReportMetric(float64(size)/syncTime.Seconds()/(1<<20), "initial-MiB/s")

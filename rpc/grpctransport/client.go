@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/rpc"
 	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
@@ -71,7 +72,53 @@ func (c *Client) Root(ctx context.Context, volume string) (rpc.RootInfo, error) 
 	if err != nil {
 		return rpc.RootInfo{}, err
 	}
-	return rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}, nil
+	info := rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}
+	if len(r.GetMerkleRoot()) > 0 {
+		if info.MerkleRoot, err = toID(r.GetMerkleRoot()); err != nil {
+			return rpc.RootInfo{}, err
+		}
+	}
+	return info, nil
+}
+
+// Tree implements rpc.Transport: a NodeSource asking the receiver for one
+// level's nodes per call.
+func (c *Client) Tree(ctx context.Context, volume string) blockhash.NodeSource {
+	return &remoteTree{ctx: ctx, c: c.c, volume: volume}
+}
+
+type remoteTree struct {
+	ctx    context.Context
+	c      pb.ReplicaClient
+	volume string
+}
+
+func (t *remoteTree) TreeHeight() (int, error) {
+	r, err := t.c.TreeNodes(t.ctx, &pb.TreeNodesRequest{Volume: t.volume, Level: ^uint32(0)})
+	if err != nil {
+		return 0, fromStatus(err)
+	}
+	return int(r.GetHeight()), nil
+}
+
+func (t *remoteTree) TreeNodes(k int, ranges []blockhash.Range) ([]blockhash.Node, error) {
+	req := &pb.TreeNodesRequest{Volume: t.volume, Level: uint32(k)}
+	for _, r := range ranges {
+		req.Ranges = append(req.Ranges, &pb.ByteRange{Offset: r.Off, Length: r.Len})
+	}
+	r, err := t.c.TreeNodes(t.ctx, req)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	out := make([]blockhash.Node, len(r.GetNodes()))
+	for i, n := range r.GetNodes() {
+		h, err := toID(n.GetHash())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = blockhash.Node{Offset: n.GetOffset(), Length: n.GetLength(), Hash: h, First: int(n.GetFirst()), Count: int(n.GetCount())}
+	}
+	return out, nil
 }
 
 // Apply implements rpc.Transport.

@@ -129,3 +129,52 @@ func TestPatchRetryOverWire(t *testing.T) {
 		t.Fatalf("%d block sends, %d resent, %d failures", n.Load(), st.ChunksResent, st.Failures)
 	}
 }
+
+// TestVerifyListsDifferingRanges: bytes changed behind the dirty log's
+// back make the roots differ, and the Merkle descent over the wire names
+// exactly the chunks that hold them.
+func TestVerifyListsDifferingRanges(t *testing.T) {
+	const size, chunk = 4 << 20, 16 << 10
+	s := newSenderNode(t, size, 64<<10, chunk, 5)
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	snd := s.sender(s.dial(r, DialOptions{}), r.id.ID)
+	ctx := ctxT(t)
+	if _, err := snd.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := snd.Verify(ctx)
+	if err != nil || !v.Equal || len(v.Differ) != 0 || v.Source.MerkleRoot != v.Replica.MerkleRoot {
+		t.Fatalf("after sync: %+v, %v", v, err)
+	}
+	offs := []int64{100 * chunk, 200*chunk + 5}
+	for _, off := range offs {
+		if _, err := s.src.WriteAt([]byte("unlogged write"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err = snd.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Equal || v.Source.MerkleRoot == v.Replica.MerkleRoot {
+		t.Fatal("verify missed the unlogged writes")
+	}
+	var total uint64
+	for _, rg := range v.Differ {
+		total += rg.Len
+	}
+	for _, off := range offs {
+		found := false
+		for _, rg := range v.Differ {
+			found = found || (uint64(off) >= rg.Off && uint64(off) < rg.End())
+		}
+		if !found {
+			t.Fatalf("differing ranges %v miss offset %d", v.Differ, off)
+		}
+	}
+	if total != 2*chunk {
+		t.Fatalf("differing ranges %v cover %d bytes, want the 2 chunks", v.Differ, total)
+	}
+	t.Logf("diff: %+v", v.Diff)
+}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/rpc"
 	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
@@ -60,7 +61,31 @@ func (s *server) Root(ctx context.Context, req *pb.RootRequest) (*pb.RootRespons
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying}, nil
+	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, MerkleRoot: info.MerkleRoot[:]}, nil
+}
+
+func (s *server) TreeNodes(ctx context.Context, req *pb.TreeNodesRequest) (*pb.TreeNodesResponse, error) {
+	id, err := peerID(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	tree, err := s.recv.Tree(id, req.GetVolume())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.TreeNodesResponse{Height: uint32(tree.Height())}
+	k := int(req.GetLevel())
+	if k >= tree.Height() {
+		return resp, nil
+	}
+	ranges := make([]blockhash.Range, len(req.GetRanges()))
+	for i, r := range req.GetRanges() {
+		ranges[i] = blockhash.Range{Off: r.GetOffset(), Len: r.GetLength()}
+	}
+	for _, n := range tree.Nodes(k, ranges) {
+		resp.Nodes = append(resp.Nodes, &pb.TreeNode{Offset: n.Offset, Length: n.Length, Hash: n.Hash[:], First: uint32(n.First), Count: uint32(n.Count)})
+	}
+	return resp, nil
 }
 
 func (s *server) Apply(stream pb.Replica_ApplyServer) error {
