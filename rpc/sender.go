@@ -73,12 +73,12 @@ type Sender struct {
 	lastAckAt   time.Time
 	runStarted  time.Time
 	readAtStart uint64
-	cfg   SenderConfig
-	src   io.ReaderAt // cfg.Source, counted
-	read  atomic.Int64
-	log   *slog.Logger
-	stats Stats
-	ack   Ack
+	cfg         SenderConfig
+	src         io.ReaderAt // cfg.Source, counted
+	read        atomic.Int64
+	log         *slog.Logger
+	stats       Stats
+	ack         Ack
 }
 
 // NewSender checks cfg and returns a Sender.
