@@ -39,7 +39,7 @@ import (
 
 // Key prefixes of the chunk index.
 const (
-	prefixVolume   byte = 0x20
+	prefixChunkVolume   byte = 0x20
 	prefixChunk    byte = 0x21
 	prefixRefcount byte = 0x22
 )
@@ -48,8 +48,8 @@ const (
 const MaxVolumeName = 1024
 
 const (
-	volumeRecordVersion = 1
-	volumeRecordLen     = 1 + 4*4 + 8 + 8 + 32
+	chunkVolumeRecordVersion = 1
+	chunkVolumeRecordLen     = 1 + 4*4 + 8 + 8 + 32
 	chunkValueLen       = 8 + 32 + 8
 )
 
@@ -57,9 +57,6 @@ const (
 var (
 	// ErrNoVolume: the volume has no chunk index; build one with Create.
 	ErrNoVolume = errors.New("volume has no chunk index")
-	// ErrCorrupt: a stored entry is malformed or inconsistent. The
-	// volume's index must be rebuilt from a full scan.
-	ErrCorrupt = errors.New("chunk index entry is corrupt")
 	// ErrStaleDiff: a diff does not match the stored index (it was
 	// computed from another version of the chunk list). Nothing was
 	// written; reload the index and rehash again.
@@ -397,7 +394,7 @@ func checkVolumeName(volume string) error {
 }
 
 func volumeKey(volume string) []byte {
-	k := []byte{prefixVolume}
+	k := []byte{prefixChunkVolume}
 	k = binary.BigEndian.AppendUint16(k, uint16(len(volume)))
 	return append(k, volume...)
 }
@@ -444,8 +441,8 @@ func decodeChunk(off uint64, v []byte) (blockhash.Chunk, error) {
 }
 
 func encodeVolume(info VolumeInfo) []byte {
-	v := make([]byte, 0, volumeRecordLen)
-	v = append(v, volumeRecordVersion)
+	v := make([]byte, 0, chunkVolumeRecordLen)
+	v = append(v, chunkVolumeRecordVersion)
 	for _, n := range []uint32{info.Params.Version, info.Params.Min, info.Params.Avg, info.Params.Max} {
 		v = binary.BigEndian.AppendUint32(v, n)
 	}
@@ -455,8 +452,8 @@ func encodeVolume(info VolumeInfo) []byte {
 }
 
 func decodeVolume(v []byte) (VolumeInfo, error) {
-	if len(v) != volumeRecordLen || v[0] != volumeRecordVersion {
-		return VolumeInfo{}, fmt.Errorf("%d bytes of record version %d, want %d bytes of version %d", len(v), firstByte(v), volumeRecordLen, volumeRecordVersion)
+	if len(v) != chunkVolumeRecordLen || v[0] != chunkVolumeRecordVersion {
+		return VolumeInfo{}, fmt.Errorf("%d bytes of record version %d, want %d bytes of version %d", len(v), firstByte(v), chunkVolumeRecordLen, chunkVolumeRecordVersion)
 	}
 	var info VolumeInfo
 	u32 := func(i int) uint32 { return binary.BigEndian.Uint32(v[1+4*i:]) }

@@ -1,0 +1,284 @@
+package logd
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Errno values put in dm_ulog_request.error (the kernel expects -errno).
+const (
+	errnoSRCH  = 3  // no such log: the kernel re-sends CTR+RESUME, then retries
+	errnoINVAL = 22 // bad request or table
+	errnoNOSYS = 38 // unknown request type
+)
+
+// Sentinel errors of the replicator-facing queries.
+var (
+	ErrUnknownVolume = errors.New("logd: unknown volume")
+	ErrRegionRange   = errors.New("logd: region out of range")
+)
+
+// Core is the dirty log's pure state machine. It does no I/O and keeps no
+// clock: Step decodes nothing and persists nothing, it only records what the
+// caller must persist and send (see Ready). Core is not safe for concurrent
+// use.
+type Core struct {
+	vols map[string]*volume
+
+	rd       Ready
+	dirty    []*volume // volumes with changes since the last Ready
+	needSync bool      // a request in this Ready requires durability
+	unsynced bool      // changes were written without a sync since the last sync
+	inReady  bool
+}
+
+// NewCore returns an empty core.
+func NewCore() *Core {
+	return &Core{vols: make(map[string]*volume)}
+}
+
+// Step handles one decoded kernel request. The reply is queued in the next
+// Ready; no reply leaves before the Ready's changes are persisted.
+func (c *Core) Step(m *Message) {
+	if c.inReady {
+		panic("logd: Step between Ready and Advance")
+	}
+	t := m.Req.Type()
+	if t == ReqCtr {
+		c.ctr(m)
+		return
+	}
+	v := c.vols[string(m.Req.UUIDBytes())]
+	if v == nil || !v.attached {
+		if t == ReqDtr {
+			c.reply(m, 0) // nothing to destroy: DTR is idempotent
+			return
+		}
+		c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR)")
+		return
+	}
+	switch t {
+	case ReqInSync:
+		r, ok := c.region(m, v)
+		if ok {
+			c.replyBool(m, v.inSync.get(r))
+		}
+	case ReqIsClean:
+		r, ok := c.region(m, v)
+		if ok {
+			c.replyBool(m, !v.marked.get(r))
+		}
+	case ReqMarkRegion, ReqFlush:
+		if !c.checkRegions(m, v) {
+			return
+		}
+		n := len(m.Req.Data) / 8
+		for i := range n {
+			c.mark(v, RegionAt(m.Req.Data, i))
+		}
+		if t == ReqFlush {
+			c.needSync = true
+		}
+		c.reply(m, 0)
+	case ReqClearRegion:
+		if !c.checkRegions(m, v) {
+			return
+		}
+		for i := range len(m.Req.Data) / 8 {
+			c.clear(v, RegionAt(m.Req.Data, i))
+		}
+		c.reply(m, 0)
+	case ReqGetRegionSize:
+		c.replyU64(m, v.meta.RegionSectors)
+	case ReqGetSyncCount:
+		c.replyU64(m, v.inSync.ones)
+	case ReqGetResyncWork:
+		r := v.inSync.nextClear(v.resyncCursor)
+		if r >= v.meta.Regions {
+			v.resyncCursor = v.meta.Regions
+			c.replyPair(m, 0, 0)
+			return
+		}
+		v.resyncCursor = r + 1
+		c.replyPair(m, 1, r)
+	case ReqSetRegionSync:
+		r, in, err := DecodeSetRegionSync(m.Req.Data)
+		if err != nil {
+			c.fail(m, errnoINVAL, err.Error())
+			return
+		}
+		if r >= v.meta.Regions {
+			c.failRange(m, v, r)
+			return
+		}
+		if v.inSync.set(r, in) {
+			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
+			if !in {
+				v.syncHint = min(v.syncHint, r)
+			}
+		}
+		c.reply(m, 0)
+	case ReqIsRemoteRecovering:
+		// The kernel holds writes at or above in_sync_hint for up to 250 ms:
+		// answer with the first region not in sync, or the count when all are.
+		v.syncHint = v.inSync.nextClear(v.syncHint)
+		c.replyPair(m, 0, v.syncHint)
+	case ReqStatusInfo:
+		c.replyText(m, fmt.Sprintf("3 dmsync %d/%d %d", v.inSync.ones, v.meta.Regions, len(v.pending)))
+	case ReqStatusTable:
+		c.replyText(m, v.meta.Table)
+	case ReqPresuspend:
+		v.suspended = true
+		c.reply(m, 0)
+	case ReqPostsuspend:
+		v.suspended = true
+		c.needSync = true
+		c.reply(m, 0)
+	case ReqResume:
+		c.resume(v)
+		c.reply(m, 0)
+	case ReqDtr:
+		c.dtr(m, v)
+	default:
+		c.fail(m, errnoNOSYS, "unknown request type")
+	}
+}
+
+// region decodes a single-region payload and range-checks it.
+func (c *Core) region(m *Message, v *volume) (uint64, bool) {
+	r, err := DecodeRegion(m.Req.Data)
+	if err != nil {
+		c.fail(m, errnoINVAL, err.Error())
+		return 0, false
+	}
+	if r >= v.meta.Regions {
+		c.failRange(m, v, r)
+		return 0, false
+	}
+	return r, true
+}
+
+// checkRegions validates a whole region array before anything changes.
+func (c *Core) checkRegions(m *Message, v *volume) bool {
+	n, err := RegionCount(m.Req.Data)
+	if err != nil {
+		c.fail(m, errnoINVAL, err.Error())
+		return false
+	}
+	for i := range n {
+		if r := RegionAt(m.Req.Data, i); r >= v.meta.Regions {
+			c.failRange(m, v, r)
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Core) failRange(m *Message, v *volume, r uint64) {
+	c.fail(m, errnoINVAL, fmt.Sprintf("region %d out of range: the log has %d regions", r, v.meta.Regions))
+}
+
+// mark records a MARK of region r: marked, pending with a fresh generation.
+func (c *Core) mark(v *volume, r uint64) {
+	if v.marked.set(r, true) {
+		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
+	}
+	_, was := v.pending[r]
+	v.meta.NextGen++
+	v.pending[r] = v.meta.NextGen
+	c.touchPending(v, r)
+	if !was {
+		c.notify(v)
+	}
+}
+
+// clear records a CLEAR: the legs agree. The region stays pending.
+func (c *Core) clear(v *volume, r uint64) {
+	if v.marked.set(r, false) {
+		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
+		if _, ok := v.pending[r]; ok {
+			c.notify(v)
+		}
+	}
+}
+
+// resume makes every region still marked (writes that were in flight when
+// the machine or the daemon stopped) out of sync, so the kernel resyncs it;
+// the kernel's recovery then CLEARs it. Pending entries stay.
+func (c *Core) resume(v *volume) {
+	v.suspended = false
+	v.resyncCursor = 0
+	for r := v.marked.nextSet(0); r < v.meta.Regions; r = v.marked.nextSet(r + 1) {
+		if v.inSync.set(r, false) {
+			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
+			v.syncHint = min(v.syncHint, r)
+		}
+	}
+	c.needSync = true
+}
+
+func (c *Core) dtr(m *Message, v *volume) {
+	if i := slices.Index(v.luids, m.Req.Luid); i >= 0 {
+		v.luids = slices.Delete(v.luids, i, i+1)
+	}
+	if len(v.luids) == 0 {
+		v.attached = false
+		c.note(m, NoteInfo, "log destroyed; its state and pending regions stay in the store")
+	}
+	c.reply(m, 0)
+}
+
+// Replies.
+
+func (c *Core) newReply(m *Message, errno int32) *Reply {
+	c.rd.Replies = append(c.rd.Replies, Reply{Msg: *m})
+	r := &c.rd.Replies[len(c.rd.Replies)-1]
+	r.Msg.Req.Data = nil
+	r.Msg.Req.Error = -errno
+	return r
+}
+
+func (c *Core) reply(m *Message, errno int32) { c.newReply(m, errno) }
+
+func (c *Core) fail(m *Message, errno int32, why string) {
+	c.newReply(m, errno)
+	c.note(m, NoteWarn, why)
+}
+
+func (c *Core) replyU64(m *Message, v uint64) {
+	r := c.newReply(m, 0)
+	r.n = uint8(len(AppendU64(r.small[:0], v)))
+}
+
+func (c *Core) replyBool(m *Message, b bool) {
+	var v uint64
+	if b {
+		v = 1
+	}
+	c.replyU64(m, v)
+}
+
+func (c *Core) replyPair(m *Message, a int64, b uint64) {
+	r := c.newReply(m, 0)
+	r.n = uint8(len(AppendPair(r.small[:0], a, b)))
+}
+
+func (c *Core) replyText(m *Message, s string) {
+	r := c.newReply(m, 0)
+	r.text = s + "\x00"
+}
+
+func (c *Core) note(m *Message, l NoteLevel, msg string) {
+	c.rd.Notes = append(c.rd.Notes, Note{
+		Level: l, UUID: string(m.Req.UUIDBytes()), Luid: m.Req.Luid,
+		Type: m.Req.Type(), Seq: m.Req.Seq, Msg: msg,
+	})
+}
+
+func (c *Core) notify(v *volume) {
+	if n := len(c.rd.Notify); n > 0 && c.rd.Notify[n-1] == v.uuid {
+		return
+	}
+	c.rd.Notify = append(c.rd.Notify, v.uuid)
+}

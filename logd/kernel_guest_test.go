@@ -1,0 +1,394 @@
+//go:build linux
+
+package logd_test
+
+// Real-kernel tests: a mirror whose userspace dirty log is served by the
+// dmsyncd binary, in the dmsync QEMU guest (see test/vm). They skip
+// elsewhere.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmsync/dmsync/internal/guesttest"
+	"github.com/dmsync/dmsync/pebble"
+)
+
+const (
+	mirrorSectors = 64 << 20 / 512 // 64 MiB of each leg
+	regionSectors = 1024           // 512 KiB regions
+	regionBytes   = regionSectors * 512
+)
+
+// lockedBuffer is a bytes.Buffer safe for a process writer and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// guestDaemon is a dmsyncd process in the guest.
+type guestDaemon struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	dir    string
+}
+
+// startDmsyncd starts the daemon on stateDir and waits for READY=1.
+func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string) *guestDaemon {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d := &guestDaemon{stderr: &lockedBuffer{}, dir: stateDir}
+	d.cmd = exec.Command(g.Bin("dmsyncd"), "--state-dir", stateDir, "--log-level", "debug")
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			d.cmd.Wait()
+		}
+		t.Logf("dmsyncd log:\n%s", d.stderr)
+	})
+	l.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 256)
+	n, _, err := l.ReadFromUnix(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
+		t.Fatalf("dmsyncd not ready: %q %v\n%s", buf[:n], err, d.stderr)
+	}
+	return d
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (d *guestDaemon) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("dmsyncd exit after SIGTERM: %v\n%s", err, d.stderr)
+	}
+}
+
+// kill9 kills the daemon without warning.
+func (d *guestDaemon) kill9() {
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+}
+
+// storedPending opens the (stopped) daemon's store and returns the pending
+// regions of uuid.
+func storedPending(t *testing.T, stateDir, uuid string) map[uint64]uint64 {
+	t.Helper()
+	db, err := pebble.Open(filepath.Join(stateDir, "pebble"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	vols, err := db.LoadDirtyLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if v.UUID == uuid {
+			return v.Pending
+		}
+	}
+	t.Fatalf("volume %s not in the store (volumes: %v)", uuid, vols)
+	return nil
+}
+
+func mirrorTable(uuid, log string, legA, legB string) string {
+	return fmt.Sprintf("0 %d mirror userspace %d %s %s 2 %s 0 %s 0 1 handle_errors",
+		mirrorSectors, 1+len(strings.Fields(log)), uuid, log, legA, legB)
+}
+
+// legsIdentical compares the mirrored range of both legs with O_DIRECT.
+func legsIdentical(t *testing.T, a, b string) {
+	t.Helper()
+	const step = 1 << 20
+	for off := int64(0); off < mirrorSectors*512; off += step {
+		x, err := guesttest.ReadDirect(a, off, step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := guesttest.ReadDirect(b, off, step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(x, y) {
+			t.Fatalf("mirror legs %s and %s differ in the MiB at %d", a, b, off)
+		}
+	}
+}
+
+func waitInSync(t *testing.T, g *guesttest.G, name string) string {
+	t.Helper()
+	var st string
+	for range 300 {
+		st = g.Run("dmsetup", "status", name)
+		f := strings.Fields(st)
+		// 0 N mirror 2 A B done/total ...
+		if len(f) > 6 {
+			if p := strings.Split(f[6], "/"); len(p) == 2 && p[0] == p[1] {
+				return st
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never in sync: %s", name, st)
+	return st
+}
+
+// TestKernelUserspaceLogMirror: a two-leg mirror on the userspace log
+// served by dmsyncd carries ext4 (mkfs, mount, write, umount) with identical
+// legs; suspend/resume, a table reload (new luid) and removal keep the
+// state, and the written regions are pending in the store.
+func TestKernelUserspaceLogMirror(t *testing.T) {
+	g := guesttest.Require(t)
+	a, b := g.Disk(1), g.Disk(2)
+	state := t.TempDir()
+	d := startDmsyncd(t, g, state)
+	const uuid, name = "dmsync-t1", "t-ulog"
+	g.Run("dmsetup", "create", name, "--table", mirrorTable(uuid, "core 1024", a, b))
+	g.Cleanup("dmsetup", "remove", "--force", name)
+	// A new log without nosync starts out of sync: the kernel resyncs it all.
+	st := waitInSync(t, g, name)
+	if !strings.Contains(st, " AA ") {
+		t.Fatalf("legs not alive: %s", st)
+	}
+	dev := "/dev/mapper/" + name
+	mnt := t.TempDir()
+	g.Run("mkfs.ext4", "-q", "-F", dev)
+	g.Run("mount", dev, mnt)
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g.Run("umount", mnt)
+	g.Run("dmsetup", "suspend", name)
+	g.Run("dmsetup", "resume", name)
+	// Reload: a new table instance (new luid) with the same log uuid.
+	g.Run("dmsetup", "reload", name, "--table", mirrorTable(uuid, "core 1024", a, b))
+	g.Run("dmsetup", "suspend", name)
+	g.Run("dmsetup", "resume", name)
+	g.Run("mount", dev, mnt)
+	got, err := os.ReadFile(filepath.Join(mnt, "f"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file changed across reload: %v", err)
+	}
+	g.Run("umount", mnt)
+	g.Run("dmsetup", "remove", name)
+	legsIdentical(t, a, b)
+	if !strings.Contains(d.stderr.String(), "log destroyed") {
+		t.Errorf("no DTR seen on dmsetup remove:\n%s", d.stderr)
+	}
+	d.stop(t)
+	p := storedPending(t, state, uuid)
+	if len(p) == 0 {
+		t.Fatal("mkfs and a file write left no pending region")
+	}
+	t.Logf("pending regions after mkfs+write: %d of %d", len(p), mirrorSectors/regionSectors)
+}
+
+// TestKernelPendingExact: O_DIRECT writes at known offsets make exactly the
+// regions they touch pending, no fewer and no more.
+func TestKernelPendingExact(t *testing.T) {
+	g := guesttest.Require(t)
+	a, b := g.Disk(1), g.Disk(2)
+	state := t.TempDir()
+	d := startDmsyncd(t, g, state)
+	const uuid, name = "dmsync-t2", "t-exact"
+	g.Run("dmsetup", "create", name, "--table", mirrorTable(uuid, "core 1024 nosync", a, b))
+	g.Cleanup("dmsetup", "remove", "--force", name)
+	dev := "/dev/mapper/" + name
+	writes := []struct{ off, n int64 }{
+		{0, 4096},                                    // region 0
+		{5*regionBytes + 8192, 4096},                 // region 5
+		{9*regionBytes - 4096, 8192},                 // straddles 8 and 9
+		{100 * regionBytes, 3 * regionBytes},         // 100, 101, 102
+		{127*regionBytes + regionBytes - 4096, 4096}, // last region
+	}
+	want := map[uint64]bool{}
+	for _, w := range writes {
+		buf := make([]byte, w.n)
+		rand.Read(buf)
+		if err := guesttest.WriteDirect(dev, w.off, buf); err != nil {
+			t.Fatal(err)
+		}
+		for r := w.off / regionBytes; r <= (w.off+w.n-1)/regionBytes; r++ {
+			want[uint64(r)] = true
+		}
+	}
+	g.Run("dmsetup", "remove", name)
+	legsIdentical(t, a, b)
+	d.stop(t)
+	p := storedPending(t, state, uuid)
+	var got, exp []uint64
+	for r := range p {
+		got = append(got, r)
+	}
+	for r := range want {
+		exp = append(exp, r)
+	}
+	slices.Sort(got)
+	slices.Sort(exp)
+	if !slices.Equal(got, exp) {
+		t.Fatalf("pending regions %v, want exactly %v", got, exp)
+	}
+}
+
+// TestKernelBadTable: a bad region size fails the table load, the daemon
+// logs a readable reason and keeps serving.
+func TestKernelBadTable(t *testing.T) {
+	g := guesttest.Require(t)
+	a, b := g.Disk(1), g.Disk(2)
+	d := startDmsyncd(t, g, t.TempDir())
+	for _, log := range []string{"core 100", "core 4", "core 1024 sometimes"} {
+		if _, err := g.Try("dmsetup", "create", "t-bad", "--table", mirrorTable("dmsync-bad", log, a, b)); err == nil {
+			g.Run("dmsetup", "remove", "t-bad")
+			t.Fatalf("table with log %q loaded", log)
+		}
+		g.Try("dmsetup", "remove", "--force", "t-bad")
+	}
+	for _, reason := range []string{"region size 100 sectors", "region size 4 sectors", "unknown log argument"} {
+		if !strings.Contains(d.stderr.String(), reason) {
+			t.Errorf("daemon log lacks %q", reason)
+		}
+	}
+	g.Run("dmsetup", "create", "t-good", "--table", mirrorTable("dmsync-good", "core 1024 nosync", a, b))
+	g.Run("dmsetup", "remove", "t-good")
+	d.stop(t)
+}
+
+// TestKernelKill9Restart: the daemon is killed while a writer keeps writing
+// to the mirror; after a restart the I/O continues, the legs are identical
+// and every region written (before, during or after the outage) is pending.
+func TestKernelKill9Restart(t *testing.T) {
+	g := guesttest.Require(t)
+	a, b := g.Disk(1), g.Disk(2)
+	state := t.TempDir()
+	d := startDmsyncd(t, g, state)
+	const uuid, name = "dmsync-t4", "t-kill"
+	g.Run("dmsetup", "create", name, "--table", mirrorTable(uuid, "core 1024 nosync", a, b))
+	g.Cleanup("dmsetup", "remove", "--force", name)
+	dev := "/dev/mapper/" + name
+
+	var (
+		mu      sync.Mutex
+		written = map[uint64]bool{}
+		werr    error
+		stop    = make(chan struct{})
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _ := rand.Int(rand.Reader, big.NewInt(mirrorSectors*512/4096))
+			off := n.Int64() * 4096
+			rand.Read(buf)
+			if err := guesttest.WriteDirect(dev, off, buf); err != nil {
+				mu.Lock()
+				werr = err
+				mu.Unlock()
+				return
+			}
+			mu.Lock()
+			written[uint64(off/regionBytes)] = true
+			mu.Unlock()
+		}
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(written) }
+	time.Sleep(3 * time.Second)
+	before := count()
+	d.kill9()
+	time.Sleep(time.Second)
+	d = startDmsyncd(t, g, state)
+	// The kernel re-sends what the dead daemon never answered (after its
+	// timeout) or reconnects with CTR+RESUME: writes must flow again.
+	deadline := time.Now().Add(60 * time.Second)
+	for count() <= before+5 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(stop)
+	<-done
+	if werr != nil {
+		t.Fatalf("writer: %v", werr)
+	}
+	if count() <= before+5 {
+		t.Fatalf("I/O did not continue after the restart: %d regions before, %d after", before, count())
+	}
+	g.Run("dmsetup", "remove", name)
+	legsIdentical(t, a, b)
+	d.stop(t)
+	p := storedPending(t, state, uuid)
+	for r := range written {
+		if _, ok := p[r]; !ok {
+			t.Errorf("region %d was written but is not pending", r)
+		}
+	}
+	t.Logf("%d regions written (%d before the kill), %d pending", len(written), before, len(p))
+}
+
+// TestKernelCryptOnUserspaceLog: LUKS2 on the mirror: format, mount,
+// write; the legs hold identical ciphertext.
+func TestKernelCryptOnUserspaceLog(t *testing.T) {
+	g := guesttest.Require(t)
+	a, b := g.Disk(1), g.Disk(2)
+	d := startDmsyncd(t, g, t.TempDir())
+	const name = "t-crypt"
+	g.Run("dmsetup", "create", name, "--table", mirrorTable("dmsync-t5", "core 1024 nosync", a, b))
+	g.Cleanup("dmsetup", "remove", "--force", name)
+	key := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(key, []byte("correct horse battery staple"), 0o600)
+	g.Run("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+		"--pbkdf-force-iterations", "1000", "--key-file", key, "/dev/mapper/"+name)
+	g.Run("cryptsetup", "open", "--key-file", key, "/dev/mapper/"+name, name+"-plain")
+	t.Cleanup(func() { g.Try("cryptsetup", "close", name+"-plain") })
+	mnt := t.TempDir()
+	g.Run("mkfs.ext4", "-q", "-F", "/dev/mapper/"+name+"-plain")
+	g.Run("mount", "/dev/mapper/"+name+"-plain", mnt)
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(mnt, "f"), data, 0o644)
+	g.Run("umount", mnt)
+	g.Run("cryptsetup", "close", name+"-plain")
+	g.Run("dmsetup", "remove", name)
+	legsIdentical(t, a, b)
+	d.stop(t)
+}

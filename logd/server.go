@@ -1,0 +1,242 @@
+package logd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Conn carries connector messages between the kernel and the server.
+// The Linux implementation is a NETLINK_CONNECTOR socket (DialConnector);
+// package kerneltest provides an in-memory fake kernel.
+type Conn interface {
+	// Receive blocks until at least one datagram arrives, then returns it
+	// and every datagram already queued. The buffers stay valid until the
+	// next Receive. It returns an error once ctx is done or the Conn closed.
+	Receive(ctx context.Context) ([][]byte, error)
+	// Send sends one netlink message (the connector reads one per datagram).
+	Send(msg []byte) error
+	// Close releases the connection and unblocks Receive.
+	Close() error
+}
+
+// ErrStore wraps a failed commit: the in-memory state is ahead of the disk
+// and the server stops; a restart recovers from the store, and the kernel
+// re-sends the unanswered requests.
+var ErrStore = errors.New("logd: state store failed")
+
+// Server is the shell around Core: it reads requests from a Conn, steps the
+// core, commits each Ready to the Store (synced when it must be) and only
+// then sends the replies. It implements Replicator.
+type Server struct {
+	log   *slog.Logger
+	store Store
+	feed  feed
+
+	mu     sync.Mutex
+	core   *Core
+	failed error
+	out    []byte
+
+	// Drop-log rate limit: at most one line per interval.
+	lastDrop time.Time
+	drops    int
+	// served counts requests by type, for the shutdown summary.
+	served [256]uint64
+}
+
+var _ Replicator = (*Server)(nil)
+
+// NewServer loads the store's state into a new core.
+func NewServer(store Store, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	snaps, err := store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load dirty log state: %w", err)
+	}
+	c := NewCore()
+	if err := c.Restore(snaps); err != nil {
+		return nil, err
+	}
+	for _, s := range snaps {
+		log.Info("recovered log", "uuid", s.UUID, "regions", s.Meta.Regions,
+			"region_sectors", s.Meta.RegionSectors, "pending", len(s.Pending))
+	}
+	return &Server{log: log, store: store, core: c}, nil
+}
+
+// Serve answers the kernel over conn until ctx is done (returning nil) or
+// the store fails.
+func (s *Server) Serve(ctx context.Context, conn Conn) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	defer s.logServed()
+	for {
+		dgrams, err := conn.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("receive from kernel: %w", err)
+		}
+		if err := s.handle(conn, dgrams); err != nil {
+			return err
+		}
+	}
+}
+
+// handle steps every message of the datagrams and handles one Ready.
+func (s *Server) handle(conn Conn, dgrams [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	for _, d := range dgrams {
+		for rest := d; len(rest) > 0; {
+			var m Message
+			var err error
+			m, rest, err = DecodeMessage(rest)
+			if err != nil {
+				s.dropped(err)
+				continue
+			}
+			s.served[m.Req.Type()]++
+			s.core.Step(&m)
+		}
+	}
+	return s.readyLocked(conn)
+}
+
+// readyLocked runs one Ready cycle: persist (sync if needed), send, log,
+// notify, advance.
+func (s *Server) readyLocked(conn Conn) error {
+	if !s.core.HasReady() {
+		return nil
+	}
+	rd := s.core.Ready()
+	if len(rd.Changes) > 0 || rd.MustSync {
+		if err := s.store.Commit(rd.Changes, rd.MustSync); err != nil {
+			// No reply leaves: the kernel retries against the restarted daemon.
+			s.failed = fmt.Errorf("%w: %w", ErrStore, err)
+			return s.failed
+		}
+	}
+	var sendErr error
+	for i := range rd.Replies {
+		r := &rd.Replies[i]
+		var err error
+		s.out, err = r.Append(s.out[:0])
+		if err == nil && conn != nil {
+			err = conn.Send(s.out)
+		}
+		if err != nil && sendErr == nil {
+			sendErr = err
+			s.log.Warn("reply not sent; the kernel will re-send the request",
+				"type", r.Msg.Req.Type().String(), "seq", r.Msg.Req.Seq, "err", err)
+		}
+	}
+	for _, n := range rd.Notes {
+		lvl := slog.LevelInfo
+		if n.Level == NoteWarn {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), lvl, n.Msg, "uuid", n.UUID, "luid", n.Luid, "type", n.Type.String(), "seq", n.Seq)
+	}
+	for _, u := range rd.Notify {
+		s.feed.publish(u)
+	}
+	s.core.Advance(rd)
+	return nil
+}
+
+// RequestCounts returns how many requests of each type were served.
+func (s *Server) RequestCounts() map[RequestType]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[RequestType]uint64{}
+	for t, n := range s.served {
+		if n > 0 {
+			out[RequestType(t)] = n
+		}
+	}
+	return out
+}
+
+func (s *Server) logServed() {
+	s.mu.Lock()
+	var attrs []any
+	for t, n := range s.served {
+		if n > 0 {
+			attrs = append(attrs, RequestType(t).String(), n)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("requests served", attrs...)
+}
+
+func (s *Server) dropped(err error) {
+	s.drops++
+	if now := time.Now(); now.Sub(s.lastDrop) >= time.Second {
+		s.log.Warn("dropped malformed connector message", "err", err, "dropped", s.drops)
+		s.lastDrop, s.drops = now, 0
+	}
+}
+
+// Volumes lists the UUIDs of the logs known to the daemon.
+func (s *Server) Volumes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core.Volumes()
+}
+
+// RegionSize reports a volume's region size in bytes and region count.
+func (s *Server) RegionSize(uuid string) (uint64, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core.Geometry(uuid)
+}
+
+// Pending lists the volume's pending regions in ascending order.
+func (s *Server) Pending(uuid string) ([]PendingRegion, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core.Pending(uuid)
+}
+
+// Quiet reports whether the region has no outstanding MARK.
+func (s *Server) Quiet(uuid string, region uint64) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core.Quiet(uuid, region)
+}
+
+// Replicated durably removes the region from the pending set if its
+// generation is still gen and no write is in flight; it returns after the
+// removal is synced.
+func (s *Server) Replicated(uuid string, region, gen uint64) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return false, s.failed
+	}
+	ok, err := s.core.Replicated(uuid, region, gen)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := s.readyLocked(nil); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Changes returns a channel that receives a volume UUID whenever it gains
+// pending regions or one of them becomes quiet; see Replicator.
+func (s *Server) Changes(ctx context.Context) <-chan string {
+	return s.feed.subscribe(ctx)
+}

@@ -1,0 +1,191 @@
+package logd
+
+import (
+	"fmt"
+	"slices"
+)
+
+// volume is the state of one log, keyed by UUID. Table reloads bring a new
+// luid each; all instances of one UUID share the state.
+type volume struct {
+	uuid      string
+	meta      VolumeMeta
+	luids     []uint64 // constructed table instances
+	attached  bool     // serving requests (false after the last DTR)
+	suspended bool
+
+	inSync  bitset            // bit set: legs known equal
+	marked  bitset            // bit set: MARKed, not yet CLEARed
+	pending map[uint64]uint64 // region -> generation, until Replicated
+
+	resyncCursor uint64 // GET_RESYNC_WORK search start; reset on RESUME
+	syncHint     uint64 // no region below it is out of sync
+
+	// Dirty keys since the last Ready.
+	inDirty      bool
+	dirtyMeta    bool
+	dirtyInSync  map[uint64]struct{}
+	dirtyMarked  map[uint64]struct{}
+	dirtyPending map[uint64]struct{}
+}
+
+func newVolume(uuid string, meta VolumeMeta) *volume {
+	return &volume{
+		uuid: uuid, meta: meta,
+		inSync: newBitset(meta.Regions), marked: newBitset(meta.Regions),
+		pending: make(map[uint64]uint64),
+	}
+}
+
+// ctr constructs (or re-attaches) the log named by the request's UUID.
+func (c *Core) ctr(m *Message) {
+	a, err := ParseCtrArgs(m.Req.Data)
+	if err != nil {
+		c.fail(m, errnoINVAL, err.Error())
+		return
+	}
+	uuid := string(m.Req.UUIDBytes())
+	if uuid == "" {
+		c.fail(m, errnoINVAL, "CTR without a uuid")
+		return
+	}
+	v := c.vols[uuid]
+	if v != nil {
+		if v.meta.RegionSectors != a.RegionSectors || v.meta.Regions != a.Regions() {
+			c.fail(m, errnoINVAL, fmt.Sprintf(
+				"%s: stored log has %d regions of %d sectors, table asks for %d regions of %d sectors; "+
+					"keep the region size and device length, or use a new log uuid",
+				ErrBadTable, v.meta.Regions, v.meta.RegionSectors, a.Regions(), a.RegionSectors))
+			return
+		}
+		if v.meta.Table != a.Table || v.meta.Sectors != a.Sectors {
+			v.meta.Table, v.meta.Sectors = a.Table, a.Sectors
+			c.touchMeta(v)
+		}
+		if a.Sync == SyncForce && !slices.Contains(v.luids, m.Req.Luid) {
+			c.fillInSync(v, false)
+		}
+	} else {
+		v = newVolume(uuid, VolumeMeta{RegionSectors: a.RegionSectors, Regions: a.Regions(), Sectors: a.Sectors, Table: a.Table})
+		c.vols[uuid] = v
+		c.touchMeta(v)
+		c.fillInSync(v, a.Sync == SyncNone)
+		c.note(m, NoteInfo, fmt.Sprintf("new log: %d regions of %d sectors (%s)", v.meta.Regions, v.meta.RegionSectors, a.Table))
+	}
+	if !slices.Contains(v.luids, m.Req.Luid) {
+		v.luids = append(v.luids, m.Req.Luid)
+	}
+	v.attached = true
+	c.needSync = true
+	c.reply(m, 0) // no data: data would name a log device
+}
+
+func (c *Core) fillInSync(v *volume, in bool) {
+	v.inSync.fill(in)
+	v.syncHint = 0
+	v.resyncCursor = 0
+	for ch := range v.inSync.chunks() {
+		c.touchChunk(v, &v.dirtyInSync, ch)
+	}
+}
+
+// Dirty tracking.
+
+func (c *Core) touch(v *volume) {
+	if !v.inDirty {
+		v.inDirty = true
+		c.dirty = append(c.dirty, v)
+	}
+}
+
+func (c *Core) touchMeta(v *volume) {
+	v.dirtyMeta = true
+	c.touch(v)
+}
+
+func (c *Core) touchChunk(v *volume, set *map[uint64]struct{}, ch uint64) {
+	if *set == nil {
+		*set = make(map[uint64]struct{})
+	}
+	(*set)[ch] = struct{}{}
+	c.touch(v)
+}
+
+func (c *Core) touchPending(v *volume, r uint64) {
+	if v.dirtyPending == nil {
+		v.dirtyPending = make(map[uint64]struct{})
+	}
+	v.dirtyPending[r] = struct{}{}
+	v.dirtyMeta = true // NextGen moved
+	c.touch(v)
+}
+
+// HasReady reports whether Ready has anything to hand out.
+func (c *Core) HasReady() bool {
+	return len(c.rd.Replies) > 0 || len(c.dirty) > 0 || len(c.rd.Notes) > 0 ||
+		len(c.rd.Notify) > 0 || (c.needSync && c.unsynced)
+}
+
+// Ready returns the accumulated work; see Ready's doc for the handling
+// order. Call Advance when done.
+func (c *Core) Ready() Ready {
+	c.inReady = true
+	for _, v := range c.dirty {
+		c.rd.Changes = v.appendChanges(c.rd.Changes)
+	}
+	c.dirty = c.dirty[:0]
+	rd := c.rd
+	rd.MustSync = c.needSync && (len(rd.Changes) > 0 || c.unsynced)
+	return rd
+}
+
+// Advance tells the core that rd was handled: changes written (and synced
+// if rd.MustSync), replies sent.
+func (c *Core) Advance(rd Ready) {
+	switch {
+	case rd.MustSync:
+		c.unsynced = false
+	case len(rd.Changes) > 0:
+		c.unsynced = true
+	}
+	c.needSync = false
+	clear(c.rd.Replies)
+	clear(c.rd.Changes)
+	clear(c.rd.Notes)
+	c.rd = Ready{Replies: c.rd.Replies[:0], Changes: c.rd.Changes[:0], Notes: c.rd.Notes[:0], Notify: c.rd.Notify[:0]}
+	c.inReady = false
+}
+
+// appendChanges materialises the volume's dirty keys in key order and
+// resets its dirty sets.
+func (v *volume) appendChanges(dst []Change) []Change {
+	if v.dirtyMeta {
+		dst = append(dst, Change{Kind: ChangeVolume, UUID: v.uuid, Meta: v.meta})
+	}
+	for _, ch := range sortedKeys(v.dirtyInSync) {
+		dst = append(dst, Change{Kind: ChangeInSync, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.inSync.chunk(ch))})
+	}
+	for _, ch := range sortedKeys(v.dirtyMarked) {
+		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.marked.chunk(ch))})
+	}
+	for _, r := range sortedKeys(v.dirtyPending) {
+		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: v.pending[r]})
+	}
+	v.inDirty, v.dirtyMeta = false, false
+	clear(v.dirtyInSync)
+	clear(v.dirtyMarked)
+	clear(v.dirtyPending)
+	return dst
+}
+
+func sortedKeys(m map[uint64]struct{}) []uint64 {
+	if len(m) == 0 {
+		return nil
+	}
+	ks := make([]uint64, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
