@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -372,9 +373,11 @@ func (b *Batch) plan() (Need, error) {
 		return Need{}, err
 	}
 	have := map[uint64]pebble.ReplicaChunk{}
+	var haveList []pebble.ReplicaChunk // ascending offsets (ranges are sorted)
 	for _, rg := range b.ranges {
 		err := st.ChunksIn(name, rg.Start, rg.End, func(c pebble.ReplicaChunk) error {
 			have[c.Offset] = c
+			haveList = append(haveList, c)
 			return nil
 		})
 		if err != nil {
@@ -416,7 +419,7 @@ func (b *Batch) plan() (Need, error) {
 		b.missing[i] = true
 		firstMissing[c.ID] = i
 		b.pending++
-		if len(c.Blocks) > 0 && overlapsAny(have, c) {
+		if len(c.Blocks) > 0 && overlapsAny(haveList, c) {
 			// The replica held older data here: ask only for changed blocks.
 			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
 			if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err == nil {
@@ -439,17 +442,11 @@ func (b *Batch) plan() (Need, error) {
 	return need, nil
 }
 
-// overlapsAny reports whether an indexed chunk of have overlaps c.
-func overlapsAny(have map[uint64]pebble.ReplicaChunk, c Chunk) bool {
-	if len(have) == 0 {
-		return false
-	}
-	for _, h := range have {
-		if h.Offset < c.End() && c.Offset < h.End() {
-			return true
-		}
-	}
-	return false
+// overlapsAny reports whether an indexed chunk of have (ascending offsets,
+// non-overlapping) overlaps c.
+func overlapsAny(have []pebble.ReplicaChunk, c Chunk) bool {
+	i := sort.Search(len(have), func(i int) bool { return have[i].End() > c.Offset })
+	return i < len(have) && have[i].Offset < c.End()
 }
 
 // blockCount returns how many volume-aligned 4 KiB blocks c touches.
