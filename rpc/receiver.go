@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/pebble"
 )
 
@@ -60,11 +62,14 @@ type Receiver struct {
 
 type recvVolume struct {
 	ReceiveVolume
-	lock    chan struct{} // one batch at a time per volume
-	senders map[string]bool
-	mu      sync.Mutex // guards params and stored
-	params  ChunkParams
-	stored  bool // the store holds the volume's meta
+	// Batches of one volume run concurrently on disjoint byte ranges.
+	imu      sync.Mutex
+	inflight map[uint64][]pebble.ByteRange // batch id -> its ranges
+	released chan struct{}                 // closed when a batch ends
+	senders  map[string]bool
+	mu       sync.Mutex // guards params and stored
+	params   ChunkParams
+	stored   bool // the store holds the volume's meta
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -95,7 +100,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 			errs = append(errs, fmt.Errorf("volume %q: needs an image and a size", v.Name))
 			continue
 		}
-		rv := &recvVolume{ReceiveVolume: v, lock: make(chan struct{}, 1), senders: map[string]bool{}, params: v.Params}
+		rv := &recvVolume{ReceiveVolume: v, inflight: map[uint64][]pebble.ByteRange{}, released: make(chan struct{}), senders: map[string]bool{}, params: v.Params}
 		for _, s := range v.Senders {
 			rv.senders[s] = true
 			r.known[s] = true
@@ -161,10 +166,29 @@ func (r *Receiver) Root(peer, name string) (RootInfo, error) {
 	return r.root(v)
 }
 
+// Tree returns blockhash's Merkle tree over the replica's chunk list.
+func (r *Receiver) Tree(peer, name string) (*blockhash.Tree, error) {
+	v, err := r.volume(peer, name)
+	if err != nil {
+		return nil, err
+	}
+	var list []blockhash.Chunk
+	err = r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return blockhash.NewTree(list), nil
+}
+
 func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 	h := NewRootHasher(v.Size)
+	var list []blockhash.Chunk
 	err := r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
 		h.Add(Chunk{Offset: c.Offset, Length: c.Length, ID: c.ID})
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
 		return nil
 	})
 	if err != nil {
@@ -175,7 +199,11 @@ func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 		return RootInfo{}, err
 	}
 	root, n := h.Sum()
-	return RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}, nil
+	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}
+	if len(list) > 0 {
+		info.MerkleRoot = blockhash.NewTree(list).Root()
+	}
+	return info, nil
 }
 
 // validate checks an offer against the volume before anything is written.
@@ -208,6 +236,9 @@ func (r *Receiver) validate(v *recvVolume, o *Offer) error {
 			if c.Length == 0 || c.Length > o.Params.Max {
 				return fmt.Errorf("volume %q: chunk at %d has length %d, max %d: %w", v.Name, c.Offset, c.Length, o.Params.Max, ErrChunkSize)
 			}
+			if nb := len(c.Blocks); nb != 0 && uint64(nb) != blockCount(c) {
+				return fmt.Errorf("volume %q: chunk at %d has %d block fingerprints, want %d: %w", v.Name, c.Offset, nb, blockCount(c), ErrBadOffer)
+			}
 			if c.Offset != pos {
 				return fmt.Errorf("volume %q: chunk at %d does not tile range [%d,%d) (expected offset %d): %w", v.Name, c.Offset, rg.Start, rg.End, pos, ErrBadOffer)
 			}
@@ -235,7 +266,9 @@ type Batch struct {
 	ranges   []pebble.ByteRange
 	missing  []bool
 	got      []bool
-	dups     map[int][]int // missing chunk -> later chunks with the same id
+	dups     map[int][]int  // missing chunk -> later chunks with the same id
+	blocks   map[int][]bool // missing chunk -> blocks asked for
+	retry    []int          // patched chunks that did not verify
 	pending  int
 	wrote    bool
 	finished bool
@@ -254,15 +287,13 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 		r.log.Warn("refused offer", "volume", o.Volume, "peer", peer, "err", err)
 		return nil, Need{}, err
 	}
-	select {
-	case v.lock <- struct{}{}:
-	case <-ctx.Done():
-		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, ctx.Err())
-	}
-	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}}
+	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}, blocks: map[int][]bool{}}
 	for _, rg := range o.Ranges {
 		b.ranges = append(b.ranges, pebble.ByteRange{Start: rg.Start, End: rg.End})
 		b.chunks = append(b.chunks, rg.Chunks...)
+	}
+	if err := v.acquire(ctx, b.id, b.ranges); err != nil {
+		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, err)
 	}
 	b.missing = make([]bool, len(b.chunks))
 	b.got = make([]bool, len(b.chunks))
@@ -274,9 +305,60 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 	return b, need, nil
 }
 
-func (b *Batch) inRanges(c pebble.ReplicaChunk) bool {
-	for _, rg := range b.ranges {
-		if c.Offset < rg.End && rg.Start < c.End() {
+func overlap(a, b []pebble.ByteRange) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Start < y.End && y.Start < x.End {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// acquire waits until no batch in flight overlaps ranges, then registers
+// batch id with them.
+func (v *recvVolume) acquire(ctx context.Context, id uint64, ranges []pebble.ByteRange) error {
+	for {
+		v.imu.Lock()
+		busy := false
+		for _, rs := range v.inflight {
+			if overlap(rs, ranges) {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			v.inflight[id] = ranges
+			v.imu.Unlock()
+			return nil
+		}
+		ch := v.released
+		v.imu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (v *recvVolume) releaseBatch(id uint64) {
+	v.imu.Lock()
+	delete(v.inflight, id)
+	close(v.released)
+	v.released = make(chan struct{})
+	v.imu.Unlock()
+}
+
+// inFlight reports whether c overlaps a range some batch in flight (this
+// one included) may be writing: such bytes are no copy source.
+func (b *Batch) inFlight(c pebble.ReplicaChunk) bool {
+	cr := []pebble.ByteRange{{Start: c.Offset, End: c.End()}}
+	b.v.imu.Lock()
+	defer b.v.imu.Unlock()
+	for _, rs := range b.v.inflight {
+		if overlap(rs, cr) {
 			return true
 		}
 	}
@@ -291,9 +373,11 @@ func (b *Batch) plan() (Need, error) {
 		return Need{}, err
 	}
 	have := map[uint64]pebble.ReplicaChunk{}
+	var haveList []pebble.ReplicaChunk // ascending offsets (ranges are sorted)
 	for _, rg := range b.ranges {
 		err := st.ChunksIn(name, rg.Start, rg.End, func(c pebble.ReplicaChunk) error {
 			have[c.Offset] = c
+			haveList = append(haveList, c)
 			return nil
 		})
 		if err != nil {
@@ -317,7 +401,7 @@ func (b *Batch) plan() (Need, error) {
 			b.dups[j] = append(b.dups[j], i)
 			continue
 		}
-		src, ok, err := finder.Find(c.ID, b.inRanges)
+		src, ok, err := finder.Find(c.ID, b.inFlight)
 		if err != nil {
 			return Need{}, err
 		}
@@ -335,8 +419,39 @@ func (b *Batch) plan() (Need, error) {
 		b.missing[i] = true
 		firstMissing[c.ID] = i
 		b.pending++
+		if len(c.Blocks) > 0 && overlapsAny(haveList, c) {
+			// The replica held older data here: ask only for changed blocks.
+			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
+			if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err == nil {
+				mine := blockhash.BlockFingerprints(c.Offset, buf)
+				mask := make([]bool, len(mine))
+				changed := 0
+				for k := range mine {
+					if mine[k] != c.Blocks[k] {
+						mask[k] = true
+						changed++
+					}
+				}
+				if changed < len(mine) {
+					b.blocks[i] = mask
+				}
+			}
+		}
 	}
+	need.Blocks = b.blocks
 	return need, nil
+}
+
+// overlapsAny reports whether an indexed chunk of have (ascending offsets,
+// non-overlapping) overlaps c.
+func overlapsAny(have []pebble.ReplicaChunk, c Chunk) bool {
+	i := sort.Search(len(have), func(i int) bool { return have[i].End() > c.Offset })
+	return i < len(have) && have[i].Offset < c.End()
+}
+
+// blockCount returns how many volume-aligned 4 KiB blocks c touches.
+func blockCount(c Chunk) uint64 {
+	return (c.End()-1)/blockhash.BlockSize - c.Offset/blockhash.BlockSize + 1
 }
 
 func (b *Batch) write(data []byte, off uint64) error {
@@ -366,6 +481,9 @@ func (b *Batch) Put(i uint32, data []byte) error {
 			return fmt.Errorf("volume %q: chunk %d was not requested, came twice, or does not continue the run: %w", b.v.Name, j, ErrProtocol)
 		}
 		c := b.chunks[j]
+		if b.blocks[j] != nil {
+			return fmt.Errorf("volume %q: chunk %d was asked for by blocks: %w", b.v.Name, j, ErrProtocol)
+		}
 		if uint64(len(data)-pos) < uint64(c.Length) {
 			return fmt.Errorf("volume %q: chunk %d at %d: %d bytes left in the run, offer said %d: %w", b.v.Name, j, c.Offset, len(data)-pos, c.Length, ErrChunkSize)
 		}
@@ -393,6 +511,61 @@ func (b *Batch) Put(i uint32, data []byte) error {
 		b.pending--
 	}
 	return nil
+}
+
+// PutBlocks takes the blocks of chunk i that Need.Blocks asked for, back to
+// back, patches them into the replica's old bytes of the chunk and writes
+// the result if it hashes to the chunk's id. If it does not (the old bytes
+// were not what their fingerprints suggested), the chunk is put on the
+// retry list: Retry hands it back to be sent whole.
+func (b *Batch) PutBlocks(i uint32, data []byte) error {
+	j := int(i)
+	if j >= len(b.chunks) || b.blocks[j] == nil || b.got[j] {
+		return fmt.Errorf("volume %q: chunk %d was not asked for by blocks, or came twice: %w", b.v.Name, i, ErrProtocol)
+	}
+	c := b.chunks[j]
+	buf := make([]byte, c.Length)
+	if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err != nil {
+		return fmt.Errorf("volume %q: read old chunk at %d: %w", b.v.Name, c.Offset, err)
+	}
+	pos := 0
+	bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
+	for k, want := range b.blocks[j] {
+		if !want {
+			continue
+		}
+		lo, hi := blockhash.BlockRange(bc, k)
+		n := int(hi - lo)
+		if len(data)-pos < n {
+			return fmt.Errorf("volume %q: chunk %d: blocks short by %d bytes: %w", b.v.Name, i, n-(len(data)-pos), ErrChunkSize)
+		}
+		copy(buf[lo-c.Offset:], data[pos:pos+n])
+		pos += n
+	}
+	if pos != len(data) {
+		return fmt.Errorf("volume %q: chunk %d: %d bytes of blocks past the requested ones: %w", b.v.Name, i, len(data)-pos, ErrChunkSize)
+	}
+	b.blocks[j] = nil
+	if Sum(buf) != c.ID {
+		b.retry = append(b.retry, j)
+		return nil
+	}
+	for _, k := range append([]int{j}, b.dups[j]...) {
+		if err := b.write(buf, b.chunks[k].Offset); err != nil {
+			return err
+		}
+	}
+	b.got[j] = true
+	b.pending--
+	return nil
+}
+
+// Retry returns, once, the chunks patched from blocks that did not verify;
+// the sender must send them whole before the batch can commit.
+func (b *Batch) Retry() []int {
+	r := b.retry
+	b.retry = nil
+	return r
 }
 
 // Commit syncs the image, commits the new index and clears the applying
@@ -472,6 +645,6 @@ func (b *Batch) abortLocked() {
 func (b *Batch) release() {
 	if !b.finished {
 		b.finished = true
-		<-b.v.lock
+		b.v.releaseBatch(b.id)
 	}
 }

@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/pebble"
 )
 
@@ -355,5 +358,184 @@ func TestReceiverCrashRecovery(t *testing.T) {
 	want, _, _ := SourceRoot(FixedChunker{Size: tChunk}, bytes.NewReader(src), tSize)
 	if info.Applying || info.Root != want || !bytes.Equal(img.b, src) {
 		t.Fatalf("after recovery batch: applying %v, root ok %v, bytes ok %v", info.Applying, info.Root == want, bytes.Equal(img.b, src))
+	}
+}
+
+// FuzzReceiverOffer feeds arbitrary offers and chunk data to a receiver:
+// it must never panic, a refused offer leaves no trace, and no data that
+// does not hash to its id is ever written.
+func FuzzReceiverOffer(f *testing.F) {
+	f.Add([]byte{0, 0, 16, 0, 0, 1}, uint64(0), []byte("data"))
+	f.Add([]byte{1, 0, 1, 0, 0, 1, 0, 1, 0, 0}, uint64(4*tChunk), make([]byte, tChunk))
+	img := &memImage{b: make([]byte, tSize)}
+	f.Fuzz(func(t *testing.T, spec []byte, start uint64, data []byte) {
+		img.writes = 0
+		r, st := newTestReceiver(t, img)
+		// spec: per chunk 3 bytes: length in 256-byte units (2 bytes), id seed.
+		o := &Offer{Volume: tVol, VolumeSize: tSize, Params: tParams}
+		rg := Range{Start: start % (tSize + tChunk)}
+		pos := rg.Start
+		for i := 0; i+3 <= len(spec) && i < 3*64; i += 3 {
+			l := uint32(spec[i])<<8 | uint32(spec[i+1])
+			c := Chunk{Offset: pos, Length: l * 16}
+			c.ID[0] = spec[i+2]
+			if spec[i+2] == 0 && int(c.Length) <= len(data) {
+				c.ID = Sum(data[:c.Length]) // sometimes honest
+			}
+			rg.Chunks = append(rg.Chunks, c)
+			pos += uint64(c.Length)
+		}
+		rg.End = pos
+		o.Ranges = []Range{rg}
+		b, need, err := r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			if img.writes != 0 {
+				t.Fatalf("refused offer (%v) wrote", err)
+			}
+			if ms, _ := st.Applying(tVol); len(ms) != 0 {
+				t.Fatalf("refused offer (%v) left a marker", err)
+			}
+			return
+		}
+		defer b.Abort()
+		for i, m := range need.Missing {
+			if !m {
+				continue
+			}
+			c := rg.Chunks[i]
+			before := img.writes
+			err := b.Put(uint32(i), data)
+			if err == nil && (uint32(len(data)) < c.Length || Sum(data[:c.Length]) != c.ID) {
+				t.Fatalf("chunk %d accepted with wrong data", i)
+			}
+			if err != nil && img.writes != before {
+				t.Fatalf("refused chunk %d (%v) wrote", i, err)
+			}
+		}
+	})
+}
+
+// offerWithBlocks is offerFor with 16 KiB chunks carrying block fingerprints.
+func offerWithBlocks(t *testing.T, src []byte, start, end uint64) (*Offer, []byte) {
+	t.Helper()
+	rg, data, err := FixedChunker{Size: 4 * tChunk}.Cut(bytes.NewReader(src), uint64(len(src)), start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range rg.Chunks {
+		rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
+	}
+	return &Offer{Volume: tVol, VolumeSize: uint64(len(src)), Params: FixedChunker{Size: 4 * tChunk}.Params(), Ranges: []Range{rg}}, data
+}
+
+func TestReceiverBlockDelta(t *testing.T) {
+	for _, corrupt := range []bool{false, true} {
+		img := &memImage{b: make([]byte, tSize)}
+		db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		r, err := NewReceiver(ReceiverConfig{Store: pebble.NewReplicaStore(db), Volumes: []ReceiveVolume{{Name: tVol, Image: img, Size: tSize, Senders: []string{tPeer}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := pattern(8)
+		o, data := offerWithBlocks(t, src, 0, tSize)
+		b, need, err := r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(need.Blocks) != 0 {
+			t.Fatal("block masks for a replica that held nothing")
+		}
+		if err := b.Put(0, data); err == nil {
+			_, err = b.Commit(false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One byte changes in block 1 of chunk 2, and all of chunk 5.
+		src[2*4*tChunk+tChunk+7] ^= 0xff
+		copy(src[5*4*tChunk:6*4*tChunk], pattern(9))
+		o, data = offerWithBlocks(t, src, 0, 8*4*tChunk)
+		b, need, err = r.Begin(context.Background(), tPeer, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if need.Count() != 2 || !slices.Equal(need.Blocks[2], []bool{false, true, false, false}) || need.Blocks[5] != nil {
+			t.Fatalf("need %d chunks, masks %v", need.Count(), need.Blocks)
+		}
+		blk := bytes.Clone(data[2*4*tChunk+tChunk : 2*4*tChunk+2*tChunk])
+		if corrupt {
+			blk[0] ^= 1
+		}
+		if err := b.PutBlocks(2, blk); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Put(5, data[5*4*tChunk:6*4*tChunk]); err != nil {
+			t.Fatal(err)
+		}
+		retry := b.Retry()
+		if corrupt != (len(retry) == 1) {
+			t.Fatalf("corrupt %v: retry %v", corrupt, retry)
+		}
+		if corrupt {
+			if !bytes.Equal(img.b[2*4*tChunk:3*4*tChunk], pattern(8)[2*4*tChunk:3*4*tChunk]) {
+				t.Fatal("a patched chunk that did not verify was written")
+			}
+			if _, err := b.Commit(false); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("commit with a chunk to resend: %v", err)
+			}
+			continue
+		}
+		if _, err := b.Commit(true); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(img.b, src) {
+			t.Fatal("replica differs after patching")
+		}
+	}
+}
+
+// TestReceiverConcurrentBatches: batches on disjoint ranges run at once; an
+// overlapping one waits until the batch it overlaps ends.
+func TestReceiverConcurrentBatches(t *testing.T) {
+	img := &memImage{b: make([]byte, tSize)}
+	r, _ := newTestReceiver(t, img)
+	src := pattern(10)
+	oa, _ := offerFor(t, src, 0, 8*tChunk)
+	ob, _ := offerFor(t, src, 8*tChunk, 16*tChunk)
+	oc, _ := offerFor(t, src, 4*tChunk, 12*tChunk)
+	a, _, err := r.Begin(context.Background(), tPeer, oa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := r.Begin(context.Background(), tPeer, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := r.Begin(ctx, tPeer, oc); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("overlapping batch: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		c, _, err := r.Begin(context.Background(), tPeer, oc)
+		if err == nil {
+			c.Abort()
+		}
+		got <- err
+	}()
+	a.Abort()
+	select {
+	case err := <-got:
+		t.Fatalf("overlapping batch started while b still runs: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Abort()
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }

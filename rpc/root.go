@@ -42,9 +42,36 @@ func (r *RootHasher) Sum() (ID, uint64) {
 	return id, r.n
 }
 
+// SourceChunks chunks a whole volume from scratch and returns its chunk list.
+func SourceChunks(c Chunker, r io.ReaderAt, size uint64) ([]Chunk, error) {
+	if f, ok := c.(interface{ Fresh() Chunker }); ok {
+		c = f.Fresh()
+	}
+	var out []Chunk
+	const step = 16 << 20
+	for off := uint64(0); off < size; {
+		rg, _, err := c.Cut(r, size, off, min(off+step, size))
+		if err != nil {
+			return nil, err
+		}
+		for _, ch := range rg.Chunks {
+			if ch.Offset >= off {
+				out = append(out, Chunk{Offset: ch.Offset, Length: ch.Length, ID: ch.ID})
+			}
+		}
+		off = rg.End
+	}
+	return out, nil
+}
+
 // SourceRoot chunks a whole volume and returns its root: what a receiver
 // holding an exact replica acknowledges with.
+// A chunker with state (CDCChunker) starts afresh, so the root reflects a
+// full re-chunk, not the chunker's stored list.
 func SourceRoot(c Chunker, r io.ReaderAt, size uint64) (ID, uint64, error) {
+	if f, ok := c.(interface{ Fresh() Chunker }); ok {
+		c = f.Fresh()
+	}
 	h := NewRootHasher(size)
 	const step = 16 << 20
 	for off := uint64(0); off < size; {

@@ -7,8 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/logd"
 	"github.com/dmsync/dmsync/pebble"
 )
@@ -39,18 +42,23 @@ type SenderConfig struct {
 	// MaxAttempts bounds consecutive failed batches in one RunOnce before
 	// it gives up (0: retry until ctx is done).
 	MaxAttempts int
+	// Inflight is how many batches may await their acks at once
+	// (default 2).
+	Inflight int
 }
 
 // Stats counts a sender's work.
 type Stats struct {
 	Batches       int    // acknowledged batches
 	Failures      int    // failed batch attempts
-	BytesRead     uint64 // bytes read from the source
+	BytesRead     uint64 // bytes read from the source (every read counted)
 	BytesSent     uint64 // chunk payload bytes sent
 	ChunksOffered int
 	ChunksSent    int
 	ChunksCopied  int // chunks the receiver copied locally
 	ChunksPresent int // chunks the receiver already had in place
+	ChunksPatched int // chunks sent as their changed 4 KiB blocks only
+	ChunksResent  int // patched chunks that did not verify, sent whole
 	Replicated    int // regions marked replicated
 	Requeued      int // regions written during their read: stay pending
 	SkippedBusy   int // regions skipped because a write was in flight
@@ -61,10 +69,16 @@ const maxRun = 256 << 10
 
 // Sender replicates one volume to one peer.
 type Sender struct {
-	cfg   SenderConfig
-	log   *slog.Logger
-	stats Stats
-	ack   Ack
+	mu          sync.Mutex // guards stats, ack and the fields below
+	lastAckAt   time.Time
+	runStarted  time.Time
+	readAtStart uint64
+	cfg         SenderConfig
+	src         io.ReaderAt // cfg.Source, counted
+	read        atomic.Int64
+	log         *slog.Logger
+	stats       Stats
+	ack         Ack
 }
 
 // NewSender checks cfg and returns a Sender.
@@ -88,20 +102,40 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = 16 << 20
 	}
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = 2
+	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
-	return &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}, nil
+	snd := &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}
+	snd.src = countingReader{r: cfg.Source, n: &snd.read}
+	return snd, nil
 }
 
 // Stats returns the counters so far.
-func (s *Sender) Stats() Stats { return s.stats }
+func (s *Sender) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// count updates the counters under the lock (batches finish concurrently).
+func (s *Sender) count(f func(*Stats)) {
+	s.mu.Lock()
+	f(&s.stats)
+	s.mu.Unlock()
+}
 
 // LastAck returns the last acknowledgement received.
-func (s *Sender) LastAck() Ack { return s.ack }
+func (s *Sender) LastAck() Ack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack
+}
 
 // batch is a read and chunked set of regions, ready to offer.
 type batch struct {
@@ -148,32 +182,35 @@ func (s *Sender) Run(ctx context.Context) error {
 // batches with backoff, and returns when none is left that can be sent now
 // (regions with a write in flight are left for the next pass).
 func (s *Sender) RunOnce(ctx context.Context) (Stats, error) {
+	s.mu.Lock()
+	s.runStarted, s.readAtStart = time.Now(), uint64(s.read.Load())
+	s.mu.Unlock()
 	attempts := 0
 	backoff := s.cfg.MinBackoff
 	for {
 		progressed, more, err := s.pass(ctx)
 		if err == nil && !more {
-			return s.stats, nil
+			return s.Stats(), nil
 		}
 		if err == nil {
 			continue
 		}
-		s.stats.Failures++
+		s.count(func(st *Stats) { st.Failures++ })
 		if Permanent(err) || ctx.Err() != nil {
-			return s.stats, err
+			return s.Stats(), err
 		}
 		if progressed {
 			attempts, backoff = 0, s.cfg.MinBackoff
 		}
 		attempts++
 		if s.cfg.MaxAttempts > 0 && attempts >= s.cfg.MaxAttempts {
-			return s.stats, fmt.Errorf("giving up after %d attempts: %w", attempts, err)
+			return s.Stats(), fmt.Errorf("giving up after %d attempts: %w", attempts, err)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		s.log.Info("batch failed; retrying", "err", err, "wait", wait)
 		select {
 		case <-ctx.Done():
-			return s.stats, ctx.Err()
+			return s.Stats(), ctx.Err()
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, s.cfg.MaxBackoff)
@@ -236,16 +273,87 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 			put(built{b: prev})
 		}
 	}()
+	// On return, stop the reader and wait for it: it updates s.stats.
+	defer func() {
+		cancel()
+		for range ch {
+		}
+	}()
+	// Up to Inflight batches are in flight: the next batch streams while
+	// earlier ones wait for their acks. The last batch of the pass, which
+	// asks for the root, finishes only after all earlier ones acked.
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+		prev     []chan struct{}
+		sem      = make(chan struct{}, s.cfg.Inflight)
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	failed := func() error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return firstErr
+	}
 	sent := 0
 	for bt := range ch {
 		if bt.err != nil {
-			return progressed, true, bt.err
+			fail(bt.err)
+			break
 		}
-		if err := s.send(ctx, bt.b); err != nil {
-			return progressed, true, err
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		progressed = true
+		if failed() != nil || ctx.Err() != nil {
+			break
+		}
+		finish, err := s.send(ctx, bt.b)
+		if err != nil {
+			<-sem
+			fail(err)
+			break
+		}
 		sent++
+		done := make(chan struct{})
+		var wait []chan struct{}
+		if bt.b.last {
+			wait = prev
+		}
+		prev = append(prev, done)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			defer func() { <-sem }()
+			for _, w := range wait {
+				<-w
+			}
+			if failed() != nil {
+				return
+			}
+			if err := finish(); err != nil {
+				fail(err)
+				return
+			}
+			errMu.Lock()
+			progressed = true
+			errMu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := failed(); err != nil {
+		return progressed, true, err
+	}
+	if err := ctx.Err(); err != nil {
+		return progressed, true, err
 	}
 	// Regions requeued (written during their read) make another pass useful.
 	return progressed, sent > 0 && s.requeuedLastPass(), nil
@@ -264,10 +372,13 @@ func (s *Sender) requeuedLastPass() bool {
 	return false
 }
 
-// build reads and chunks quiet regions from the head of rest until the batch
-// is full. It returns how many entries of rest it consumed.
+// build picks quiet regions from the head of rest until the batch is full,
+// then reads and chunks each run of consecutive regions with one Cut. It
+// returns how many entries of rest it consumed.
 func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, int, error) {
 	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params()}}
+	type run struct{ start, end uint64 }
+	var runs []run
 	var bytes uint64
 	n := 0
 	for ; n < len(rest) && bytes < s.cfg.MaxBatchBytes; n++ {
@@ -288,18 +399,29 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 			return nil, n, fmt.Errorf("quiet region %d: %w", p.Region, err)
 		}
 		if !quiet {
-			s.stats.SkippedBusy++
+			s.count(func(st *Stats) { st.SkippedBusy++ })
 			continue
 		}
-		rg, data, err := s.cfg.Chunker.Cut(s.cfg.Source, s.cfg.Size, start, end)
-		if err != nil {
-			return nil, n, fmt.Errorf("read region %d: %w", p.Region, err)
-		}
-		s.stats.BytesRead += uint64(len(data))
-		bytes += uint64(len(data))
 		b.regions = append(b.regions, p)
+		bytes += end - start
+		if k := len(runs) - 1; k >= 0 && runs[k].end == start {
+			runs[k].end = end
+		} else {
+			runs = append(runs, run{start, end})
+		}
+	}
+	for _, ru := range runs {
+		rg, data, err := s.cfg.Chunker.Cut(s.src, s.cfg.Size, ru.start, ru.end)
+		if err != nil {
+			return nil, n, fmt.Errorf("read [%d,%d): %w", ru.start, ru.end, err)
+		}
+		for i, c := range rg.Chunks {
+			if c.Length > blockhash.BlockSize {
+				rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
+			}
+		}
 		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
-			// A chunk reached into this region: trim what is already offered.
+			// A chunk reached into this run: trim what is already offered.
 			rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
 			if len(rg.Chunks) == 0 {
 				continue
@@ -314,10 +436,23 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		b.offer.Ranges = append(b.offer.Ranges, rg)
 		b.data = append(b.data, data)
 	}
+	s.count(func(st *Stats) { st.BytesRead = uint64(s.read.Load()) })
 	if len(b.regions) == 0 {
 		return nil, n, nil
 	}
 	return b, n, nil
+}
+
+// countingReader counts the bytes read from the source.
+type countingReader struct {
+	r io.ReaderAt
+	n *atomic.Int64
+}
+
+func (c countingReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // trimFront drops the chunks of rg that start before pos.
@@ -333,116 +468,197 @@ func trimFront(rg Range, data []byte, pos uint64) (Range, []byte) {
 	return Range{Start: start, End: rg.End, Chunks: rg.Chunks[i:]}, data[start-rg.Start:]
 }
 
-// send runs one batch and, only after the receiver's durable ack, marks its
-// regions replicated.
-func (s *Sender) send(ctx context.Context, b *batch) error {
+// send streams one batch: offer, then every needed byte without waiting.
+// It returns the second half, finish, which waits for the receiver's
+// durable ack and only then marks the batch's regions replicated; finish
+// may run while the next batch streams.
+func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err error) {
 	st, err := s.cfg.Transport.Apply(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
 	need, err := st.Offer(&b.offer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(need.Missing) != b.offer.NumChunks() {
-		return fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
+		return nil, fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
 	}
-	s.stats.ChunksOffered += len(need.Missing)
-	s.stats.ChunksCopied += need.Copied
-	s.stats.ChunksPresent += need.Present
+	s.count(func(st *Stats) { st.ChunksOffered += len(need.Missing) })
+	s.count(func(st *Stats) { st.ChunksCopied += need.Copied })
+	s.count(func(st *Stats) { st.ChunksPresent += need.Present })
 	// Needed chunks go out in runs of consecutive chunks, up to maxRun
-	// bytes per message, without waiting for anything.
-	i := 0
+	// bytes per message, without waiting for anything; chunks asked for by
+	// blocks go alone, with just those blocks.
 	var sentBytes uint64
-	for k, rg := range b.offer.Ranges {
-		runStart, runFirst, runLen := uint64(0), -1, uint64(0)
-		flush := func() error {
-			if runFirst < 0 {
-				return nil
-			}
-			d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
-			if err := st.Send(uint32(runFirst), d); err != nil {
-				return err
-			}
-			sentBytes += runLen
-			s.stats.BytesSent += runLen
-			runFirst, runLen = -1, 0
-			return nil
-		}
-		for _, c := range rg.Chunks {
-			if !need.Missing[i] || runLen+uint64(c.Length) > maxRun {
-				if err := flush(); err != nil {
+	sendWhole := func(want func(i int) bool) error {
+		i := 0
+		for k, rg := range b.offer.Ranges {
+			runStart, runFirst, runLen := uint64(0), -1, uint64(0)
+			flush := func() error {
+				if runFirst < 0 {
+					return nil
+				}
+				d := b.data[k][runStart-rg.Start : runStart-rg.Start+runLen]
+				if err := st.Send(uint32(runFirst), d); err != nil {
 					return err
 				}
+				sentBytes += runLen
+				s.count(func(st *Stats) { st.BytesSent += runLen })
+				runFirst, runLen = -1, 0
+				return nil
 			}
-			if need.Missing[i] {
-				if runFirst < 0 {
-					runFirst, runStart = i, c.Offset
+			for _, c := range rg.Chunks {
+				w := want(i)
+				if !w || runLen+uint64(c.Length) > maxRun {
+					if err := flush(); err != nil {
+						return err
+					}
 				}
-				runLen += uint64(c.Length)
-				s.stats.ChunksSent++
+				if w {
+					if runFirst < 0 {
+						runFirst, runStart = i, c.Offset
+					}
+					runLen += uint64(c.Length)
+					s.count(func(st *Stats) { st.ChunksSent++ })
+				}
+				i++
 			}
-			i++
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if err := flush(); err != nil {
+		return nil
+	}
+	if err := sendWhole(func(i int) bool { return need.Missing[i] && need.Blocks[i] == nil }); err != nil {
+		return nil, err
+	}
+	if len(need.Blocks) > 0 {
+		i := 0
+		for k, rg := range b.offer.Ranges {
+			for _, c := range rg.Chunks {
+				if mask := need.Blocks[i]; mask != nil {
+					var d []byte
+					bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
+					for j, w := range mask {
+						if w {
+							lo, hi := blockhash.BlockRange(bc, j)
+							d = append(d, b.data[k][lo-rg.Start:hi-rg.Start]...)
+						}
+					}
+					if err := st.SendBlocks(uint32(i), d); err != nil {
+						return nil, err
+					}
+					sentBytes += uint64(len(d))
+					s.count(func(st *Stats) { st.BytesSent += uint64(len(d)) })
+					s.count(func(st *Stats) { st.ChunksPatched++ })
+				}
+				i++
+			}
+		}
+	}
+	return func() error {
+		defer st.Close()
+		ack, resend, err := st.Finish(b.last)
+		if err != nil {
 			return err
 		}
-	}
-	ack, err := st.Finish(b.last)
-	if err != nil {
-		return err
-	}
-	if ack.HasRoot {
-		s.ack = ack
-	}
-	s.stats.Batches++
-	for _, p := range b.regions {
-		ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
-		if err != nil {
-			return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+		if len(resend) > 0 {
+			s.log.Info("receiver could not patch chunks from blocks; sending them whole", "chunks", len(resend))
+			s.count(func(st *Stats) { st.ChunksResent += len(resend) })
+			set := map[int]bool{}
+			for _, i := range resend {
+				set[i] = true
+			}
+			if err := sendWhole(func(i int) bool { return set[i] }); err != nil {
+				return err
+			}
+			if ack, resend, err = st.Finish(b.last); err != nil {
+				return err
+			}
+			if len(resend) > 0 {
+				return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
+			}
 		}
-		if ok {
-			s.stats.Replicated++
-		} else {
-			s.stats.Requeued++
-		}
-	}
-	if s.cfg.Store != nil {
-		p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
-		if err != nil {
-			return err
-		}
+		s.mu.Lock()
+		s.lastAckAt = time.Now()
 		if ack.HasRoot {
-			p.Root, p.Chunks = ack.Root, ack.Chunks
+			s.ack = ack
 		}
-		p.AckedAt = time.Now().UnixNano()
-		p.Batches++
-		p.BytesSent += sentBytes
-		if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {
-			return err
+		s.mu.Unlock()
+		s.count(func(st *Stats) { st.Batches++ })
+		for _, p := range b.regions {
+			ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
+			if err != nil {
+				return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+			}
+			if ok {
+				s.count(func(st *Stats) { st.Replicated++ })
+			} else {
+				s.count(func(st *Stats) { st.Requeued++ })
+			}
 		}
-	}
-	return nil
+		if s.cfg.Store != nil {
+			p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
+			if err != nil {
+				return err
+			}
+			if ack.HasRoot {
+				p.Root, p.Chunks = ack.Root, ack.Chunks
+			}
+			p.AckedAt = time.Now().UnixNano()
+			p.Batches++
+			p.BytesSent += sentBytes
+			if err := s.cfg.Store.SetProgress(s.cfg.Volume, s.cfg.Peer, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }
 
 // VerifyResult compares the source with the peer's replica.
 type VerifyResult struct {
 	Source, Replica RootInfo
 	Equal           bool
+	// Differ lists the byte ranges where the replica's chunks differ from
+	// the source's, found by descending both Merkle trees.
+	Differ []blockhash.Range
+	Diff   blockhash.DiffStats
 }
 
-// Verify reads the whole source, computes its root and compares it with the
-// root the peer reports.
+// Verify reads the whole source, chunks it from scratch, compares its roots
+// with the peer's and, if they differ, lists the differing byte ranges by
+// descending both Merkle trees (the peer's node by node over the wire).
 func (s *Sender) Verify(ctx context.Context) (VerifyResult, error) {
-	root, n, err := SourceRoot(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
+	chunks, err := SourceChunks(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
 	}
+	h := NewRootHasher(s.cfg.Size)
+	list := make([]blockhash.Chunk, len(chunks))
+	for i, c := range chunks {
+		h.Add(c)
+		list[i] = blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID}
+	}
+	root, n := h.Sum()
+	tree := blockhash.NewTree(list)
+	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size, MerkleRoot: tree.Root()}
 	peer, err := s.cfg.Transport.Root(ctx, s.cfg.Volume)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
 	}
-	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size}
-	return VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}, nil
+	res := VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}
+	if peer.Root != root {
+		res.Differ, res.Diff, err = tree.Diff(s.cfg.Transport.Tree(ctx, s.cfg.Volume))
+		if err != nil {
+			return res, fmt.Errorf("verify %s: diff trees: %w", s.cfg.Volume, err)
+		}
+	}
+	return res, nil
 }

@@ -15,6 +15,9 @@ type Chunk struct {
 	Offset uint64
 	Length uint32
 	ID     ID
+	// Blocks optionally holds the XXH64 fingerprints of the chunk's
+	// volume-aligned 4 KiB blocks (blockhash.BlockFingerprints).
+	Blocks []uint64
 }
 
 // End returns the offset just past the chunk.
@@ -55,6 +58,9 @@ type Need struct {
 	// Missing[i] is true for each chunk (numbered across ranges) the sender
 	// must send.
 	Missing []bool
+	// Blocks, for some missing chunks, says which of the chunk's blocks
+	// to send (SendBlocks) instead of the whole chunk.
+	Blocks map[int][]bool
 	// Copied counts chunks the receiver copied from elsewhere in its image;
 	// Present counts chunks it already held at their offset.
 	Copied, Present int
@@ -87,4 +93,7 @@ type RootInfo struct {
 	// Applying is true while a batch is half applied: the replica is not
 	// clean.
 	Applying bool
+	// MerkleRoot is the root of blockhash's Merkle tree over the chunk
+	// list (zero for an empty list).
+	MerkleRoot ID
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/rpc"
 )
 
@@ -133,23 +134,33 @@ func fullScan(b *testing.B, src, dst string, block int) (read, sent uint64, d ti
 // changes, the bytes dmsync reads and sends against a full-scan pass.
 // Run with -benchtime=1x; DMSYNC_BENCH_MB sets the image size.
 func BenchmarkReplicate(b *testing.B) {
+	cdc := func(b *testing.B) rpc.Chunker {
+		c, err := blockhash.NewChunker(blockhash.DefaultParams())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return rpc.NewCDCChunker(c, nil)
+	}
 	for _, cfg := range []struct {
-		name          string
-		region, chunk uint64
+		name    string
+		region  uint64
+		chunker func(*testing.B) rpc.Chunker
 	}{
-		{"region64k-chunk4k", 64 << 10, 4 << 10},
-		{"region64k-chunk16k", 64 << 10, 16 << 10},
+		{"region64k-fixed4k", 64 << 10, func(*testing.B) rpc.Chunker { return rpc.FixedChunker{Size: 4 << 10} }},
+		{"region64k-fixed16k", 64 << 10, func(*testing.B) rpc.Chunker { return rpc.FixedChunker{Size: 16 << 10} }},
+		{"region64k-cdc16k-64k-256k", 64 << 10, cdc},
 	} {
 		b.Run(cfg.name, func(b *testing.B) {
 			for range b.N {
-				benchOnce(b, benchSize(), cfg.region, cfg.chunk)
+				benchOnce(b, benchSize(), cfg.region, cfg.chunker(b))
 			}
 		})
 	}
 }
 
-func benchOnce(b *testing.B, size, region, chunk uint64) {
-	s := newSenderNode(b, size, region, uint32(chunk), 42)
+func benchOnce(b *testing.B, size, region uint64, chunker rpc.Chunker) {
+	s := newSenderNode(b, size, region, 4096, 42)
+	s.chunker = chunker
 	s.batchBytes = 16 << 20
 	r := newReceiverNode(b, size, s.id.ID)
 	r.start()
@@ -165,6 +176,7 @@ func benchOnce(b *testing.B, size, region, chunk uint64) {
 		b.Fatal(err)
 	}
 	syncTime := time.Since(start)
+	b.Logf("initial: %+v in %v", st0, syncTime)
 	b.ReportMetric(syncTime.Seconds()/copyTime.Seconds(), "initial/tcpcopy-time")
 	b.ReportMetric(float64(cd.sent.Load())/float64(size), "initial-wire/size")
 	b.ReportMetric(float64(size)/syncTime.Seconds()/(1<<20), "initial-MiB/s")

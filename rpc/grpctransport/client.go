@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/rpc"
 	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
@@ -71,7 +72,53 @@ func (c *Client) Root(ctx context.Context, volume string) (rpc.RootInfo, error) 
 	if err != nil {
 		return rpc.RootInfo{}, err
 	}
-	return rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}, nil
+	info := rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}
+	if len(r.GetMerkleRoot()) > 0 {
+		if info.MerkleRoot, err = toID(r.GetMerkleRoot()); err != nil {
+			return rpc.RootInfo{}, err
+		}
+	}
+	return info, nil
+}
+
+// Tree implements rpc.Transport: a NodeSource asking the receiver for one
+// level's nodes per call.
+func (c *Client) Tree(ctx context.Context, volume string) blockhash.NodeSource {
+	return &remoteTree{ctx: ctx, c: c.c, volume: volume}
+}
+
+type remoteTree struct {
+	ctx    context.Context
+	c      pb.ReplicaClient
+	volume string
+}
+
+func (t *remoteTree) TreeHeight() (int, error) {
+	r, err := t.c.TreeNodes(t.ctx, &pb.TreeNodesRequest{Volume: t.volume, Level: ^uint32(0)})
+	if err != nil {
+		return 0, fromStatus(err)
+	}
+	return int(r.GetHeight()), nil
+}
+
+func (t *remoteTree) TreeNodes(k int, ranges []blockhash.Range) ([]blockhash.Node, error) {
+	req := &pb.TreeNodesRequest{Volume: t.volume, Level: uint32(k)}
+	for _, r := range ranges {
+		req.Ranges = append(req.Ranges, &pb.ByteRange{Offset: r.Off, Length: r.Len})
+	}
+	r, err := t.c.TreeNodes(t.ctx, req)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	out := make([]blockhash.Node, len(r.GetNodes()))
+	for i, n := range r.GetNodes() {
+		h, err := toID(n.GetHash())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = blockhash.Node{Offset: n.GetOffset(), Length: n.GetLength(), Hash: h, First: int(n.GetFirst()), Count: int(n.GetCount())}
+	}
+	return out, nil
 }
 
 // Apply implements rpc.Transport.
@@ -88,11 +135,11 @@ func (c *Client) Apply(ctx context.Context) (rpc.ApplyStream, error) {
 type stream struct {
 	s      pb.Replica_ApplyClient
 	cancel context.CancelFunc
-	chunks int
+	offer  *rpc.Offer
 }
 
 func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
-	s.chunks = o.NumChunks()
+	s.offer = o
 	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Offer{Offer: offerToPB(o)}}); err != nil {
 		return rpc.Need{}, s.err(err)
 	}
@@ -104,7 +151,14 @@ func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
 	if n == nil {
 		return rpc.Need{}, fmt.Errorf("receiver answered an offer with %T: %w", r.Msg, rpc.ErrProtocol)
 	}
-	return needFromPB(n, s.chunks)
+	return needFromPB(n, s.offer)
+}
+
+func (s *stream) SendBlocks(index uint32, data []byte) error {
+	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data, Partial: true}}}); err != nil {
+		return s.err(err)
+	}
+	return nil
 }
 
 func (s *stream) Send(index uint32, data []byte) error {
@@ -114,29 +168,45 @@ func (s *stream) Send(index uint32, data []byte) error {
 	return nil
 }
 
-func (s *stream) Finish(wantRoot bool) (rpc.Ack, error) {
+func (s *stream) Finish(wantRoot bool) (rpc.Ack, []int, error) {
 	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
-		return rpc.Ack{}, s.err(err)
+		return rpc.Ack{}, nil, s.err(err)
 	}
 	r, err := s.s.Recv()
 	if err != nil {
-		return rpc.Ack{}, fromStatus(err)
+		return rpc.Ack{}, nil, fromStatus(err)
+	}
+	if n := r.GetNeed(); n != nil {
+		missing, err := fromBitmap(n.GetMissing(), s.offer.NumChunks())
+		if err != nil {
+			return rpc.Ack{}, nil, err
+		}
+		var resend []int
+		for i, m := range missing {
+			if m {
+				resend = append(resend, i)
+			}
+		}
+		if len(resend) == 0 {
+			return rpc.Ack{}, nil, fmt.Errorf("receiver asked for nothing after done: %w", rpc.ErrProtocol)
+		}
+		return rpc.Ack{}, resend, nil
 	}
 	a := r.GetAck()
 	if a == nil {
-		return rpc.Ack{}, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
+		return rpc.Ack{}, nil, fmt.Errorf("receiver answered done with %T: %w", r.Msg, rpc.ErrProtocol)
 	}
 	if len(a.GetRoot()) == 0 {
 		if wantRoot {
-			return rpc.Ack{}, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
+			return rpc.Ack{}, nil, fmt.Errorf("receiver acked without the root asked for: %w", rpc.ErrProtocol)
 		}
-		return rpc.Ack{}, nil
+		return rpc.Ack{}, nil, nil
 	}
 	root, err := toID(a.GetRoot())
 	if err != nil {
-		return rpc.Ack{}, err
+		return rpc.Ack{}, nil, err
 	}
-	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil
+	return rpc.Ack{HasRoot: true, Root: root, Chunks: a.GetChunks()}, nil, nil
 }
 
 // err turns a Send error into the stream's real status: a failed Send

@@ -129,6 +129,8 @@ type recordingTransport struct {
 	mu      sync.Mutex
 	errs    []error
 	corrupt func() bool // called per Send: true flips a byte
+	// corruptBlocks, called per SendBlocks: true flips a byte.
+	corruptBlocks func() bool
 }
 
 func (r *recordingTransport) rec(err error) error {
@@ -177,9 +179,17 @@ func (s *recordingStream) Send(i uint32, data []byte) error {
 	return s.t.rec(s.ApplyStream.Send(i, data))
 }
 
-func (s *recordingStream) Finish(wantRoot bool) (rpc.Ack, error) {
-	a, err := s.ApplyStream.Finish(wantRoot)
-	return a, s.t.rec(err)
+func (s *recordingStream) SendBlocks(i uint32, data []byte) error {
+	if s.t.corruptBlocks != nil && len(data) > 0 && s.t.corruptBlocks() {
+		data = append([]byte(nil), data...)
+		data[len(data)/2] ^= 0x40
+	}
+	return s.t.rec(s.ApplyStream.SendBlocks(i, data))
+}
+
+func (s *recordingStream) Finish(wantRoot bool) (rpc.Ack, []int, error) {
+	a, resend, err := s.ApplyStream.Finish(wantRoot)
+	return a, resend, s.t.rec(err)
 }
 
 func TestCorruptChunkInFlight(t *testing.T) {

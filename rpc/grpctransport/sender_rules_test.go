@@ -3,6 +3,8 @@ package grpctransport
 import (
 	"sync"
 	"testing"
+
+	"github.com/dmsync/dmsync/rpc"
 )
 
 // markingReader simulates a kernel write landing in a region while the
@@ -82,4 +84,30 @@ func TestBusyRegionWaits(t *testing.T) {
 	}
 	equalFiles(t, s.path, r.path)
 	allReplicated(t, s)
+}
+
+func TestSenderStatus(t *testing.T) {
+	const size = 1 << 20
+	s := newSenderNode(t, size, 128<<10, 16<<10, 23)
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	snd := s.sender(s.dial(r, DialOptions{}), r.id.ID)
+	st, err := snd.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PendingRegions != 8 || st.BytesToGo != size || !st.LastAck.IsZero() {
+		t.Fatalf("before: %+v", st)
+	}
+	if _, err := snd.RunOnce(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.log.Write(testVol, 2)
+	st, err = snd.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PendingRegions != 1 || st.BytesToGo != 128<<10 || st.LastAck.IsZero() || st.Rate <= 0 || st.ETA <= 0 || st.LastRoot == (rpc.ID{}) {
+		t.Fatalf("after: %+v", st)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/rpc"
 	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
@@ -60,7 +61,31 @@ func (s *server) Root(ctx context.Context, req *pb.RootRequest) (*pb.RootRespons
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying}, nil
+	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, MerkleRoot: info.MerkleRoot[:]}, nil
+}
+
+func (s *server) TreeNodes(ctx context.Context, req *pb.TreeNodesRequest) (*pb.TreeNodesResponse, error) {
+	id, err := peerID(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	tree, err := s.recv.Tree(id, req.GetVolume())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.TreeNodesResponse{Height: uint32(tree.Height())}
+	k := int(req.GetLevel())
+	if k >= tree.Height() {
+		return resp, nil
+	}
+	ranges := make([]blockhash.Range, len(req.GetRanges()))
+	for i, r := range req.GetRanges() {
+		ranges[i] = blockhash.Range{Off: r.GetOffset(), Len: r.GetLength()}
+	}
+	for _, n := range tree.Nodes(k, ranges) {
+		resp.Nodes = append(resp.Nodes, &pb.TreeNode{Offset: n.Offset, Length: n.Length, Hash: n.Hash[:], First: uint32(n.First), Count: uint32(n.Count)})
+	}
+	return resp, nil
 }
 
 func (s *server) Apply(stream pb.Replica_ApplyServer) error {
@@ -103,11 +128,26 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 		}
 		switch m := req.Msg.(type) {
 		case *pb.ApplyRequest_Data:
-			if err := b.Put(m.Data.GetIndex(), m.Data.GetData()); err != nil {
+			put := b.Put
+			if m.Data.GetPartial() {
+				put = b.PutBlocks
+			}
+			if err := put(m.Data.GetIndex(), m.Data.GetData()); err != nil {
 				s.log.Warn("refused chunk", "volume", offer.Volume, "peer", id, "err", err)
 				return err
 			}
 		case *pb.ApplyRequest_Done:
+			if retry := b.Retry(); len(retry) > 0 {
+				// Patched chunks that did not verify: ask for them whole.
+				missing := make([]bool, offer.NumChunks())
+				for _, i := range retry {
+					missing[i] = true
+				}
+				if err := stream.Send(&pb.ApplyResponse{Msg: &pb.ApplyResponse_Need{Need: &pb.Need{Missing: toBitmap(missing)}}}); err != nil {
+					return err
+				}
+				continue
+			}
 			ack, err := b.Commit(m.Done.GetWantRoot())
 			if err != nil {
 				return err
