@@ -3,9 +3,9 @@ package blockhash
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"sort"
+	"runtime"
+	"sync"
 )
 
 // Read sizes of the streaming chunker. Reads start at multiples of Align,
@@ -29,6 +29,7 @@ type Chunker struct {
 	params   Params
 	cut      cutter
 	readSize int
+	workers  int
 }
 
 // Option configures a Chunker.
@@ -40,12 +41,19 @@ func WithReadSize(n int) Option {
 	return func(c *Chunker) { c.readSize = max(Align, alignUp(n)) }
 }
 
+// WithWorkers sets how many goroutines hash the chunks of a full scan
+// (Chunks, All); the default is GOMAXPROCS. Rehash hashes on the caller's
+// goroutine.
+func WithWorkers(n int) Option {
+	return func(c *Chunker) { c.workers = max(1, n) }
+}
+
 // NewChunker returns a chunker for p, or an error wrapping ErrParams.
 func NewChunker(p Params, opts ...Option) (*Chunker, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Chunker{params: p, cut: newCutter(p), readSize: DefaultReadSize}
+	c := &Chunker{params: p, cut: newCutter(p), readSize: DefaultReadSize, workers: runtime.GOMAXPROCS(0)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -68,17 +76,57 @@ func (c *Chunker) Boundary(data []byte, atEOF bool) (n int, ok bool) {
 // returned as is.
 func (c *Chunker) Chunks(ctx context.Context, r io.ReaderAt, size uint64, fn func(Chunk, []byte) error) (bytesRead uint64, err error) {
 	s := c.newScanner(r, size, nil)
+	var (
+		chunks []Chunk
+		datas  [][]byte
+	)
 	for pos := uint64(0); pos < size; {
-		ch, data, err := s.next(ctx, pos)
+		// Cut every chunk the buffer holds (reading only for the first),
+		// hash them on the workers, then hand them out in order.
+		data, err := s.cutAt(ctx, pos)
 		if err != nil {
 			return s.bytesRead, err
 		}
-		if err := fn(ch, data); err != nil {
-			return s.bytesRead, err
+		chunks, datas = chunks[:0], datas[:0]
+		for next := pos; ; {
+			chunks = append(chunks, Chunk{Offset: next, Length: uint64(len(data))})
+			datas = append(datas, data)
+			next += uint64(len(data))
+			var ok bool
+			if data, ok = s.tryCut(next); !ok {
+				break
+			}
 		}
-		pos = ch.End()
+		c.hashAll(chunks, datas)
+		for i, ch := range chunks {
+			if err := fn(ch, datas[i]); err != nil {
+				return s.bytesRead, err
+			}
+		}
+		pos = chunks[len(chunks)-1].End()
 	}
 	return s.bytesRead, nil
+}
+
+// hashAll fills in the IDs and fingerprints of chunks, whose bytes are
+// datas, on up to c.workers goroutines.
+func (c *Chunker) hashAll(chunks []Chunk, datas [][]byte) {
+	workers := min(c.workers, len(chunks))
+	if workers <= 1 {
+		for i := range chunks {
+			chunks[i] = NewChunk(chunks[i].Offset, datas[i])
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(chunks); i += workers {
+				chunks[i] = NewChunk(chunks[i].Offset, datas[i])
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // All returns the chunk list of the volume r of size bytes and the number of
@@ -94,116 +142,3 @@ func (c *Chunker) All(ctx context.Context, r io.ReaderAt, size uint64) ([]Chunk,
 	}
 	return list, n, nil
 }
-
-// scanner streams a volume through an aligned buffer.
-type scanner struct {
-	c         *Chunker
-	r         io.ReaderAt
-	size      uint64 // volume size: the input ends here
-	buf       []byte // Align-aligned, len = capacity in use
-	bufOff    uint64 // volume offset of buf[0], a multiple of Align
-	n         int    // valid bytes in buf
-	bytesRead uint64
-
-	// Rehash only: the stored chunk list and the end of the change being
-	// re-chunked. Reads then stop at the first stored cut that can end
-	// the chunk being built (or at the change's end, if later) instead of
-	// reading a full readSize.
-	stored []Chunk
-	change Range
-}
-
-// newScanner returns a scanner over r. stored is nil for a full scan.
-func (c *Chunker) newScanner(r io.ReaderAt, size uint64, stored []Chunk) *scanner {
-	// Room for a whole max-size chunk that starts anywhere in an aligned
-	// block, plus one read.
-	capacity := alignUp(int(c.params.Max)+Align) + c.readSize
-	return &scanner{
-		c:      c,
-		r:      r,
-		size:   size,
-		buf:    alignedBuffer(capacity),
-		stored: stored,
-	}
-}
-
-// next returns the chunk that starts at volume offset pos < size.
-func (s *scanner) next(ctx context.Context, pos uint64) (Chunk, []byte, error) {
-	if pos < s.bufOff || pos > s.bufOff+uint64(s.n) {
-		// A jump: start over at pos.
-		s.bufOff = alignDown64(pos)
-		s.n = 0
-	}
-	for {
-		if rel := pos - s.bufOff; rel < uint64(s.n) || (rel == uint64(s.n) && s.bufOff+uint64(s.n) == s.size) {
-			data := s.buf[rel:s.n]
-			if n, ok := s.c.cut.boundary(data, s.bufOff+uint64(s.n) == s.size); ok {
-				return NewChunk(pos, data[:n]), data[:n], nil
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return Chunk{}, nil, err
-		}
-		if err := s.fill(pos); err != nil {
-			return Chunk{}, nil, err
-		}
-	}
-}
-
-// fill drops buffered bytes before pos's aligned block and reads the next
-// block of the volume after the buffered bytes.
-func (s *scanner) fill(pos uint64) error {
-	if keep := alignDown64(pos); keep > s.bufOff {
-		drop := int(keep - s.bufOff)
-		copy(s.buf, s.buf[drop:s.n])
-		s.n -= drop
-		s.bufOff = keep
-	}
-	off := s.bufOff + uint64(s.n)
-	want := min(s.readLen(pos, off), len(s.buf)-s.n) // a multiple of Align
-	need := min(uint64(want), s.size-off)            // bytes the volume must have
-	got, err := s.r.ReadAt(s.buf[s.n:s.n+want], int64(off))
-	s.bytesRead += uint64(got)
-	if uint64(got) < need {
-		if err == nil || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: read at offset %d returned %d of %d bytes", ErrShortRead, off, got, need)
-		}
-		return fmt.Errorf("read at offset %d: %w", off, err)
-	}
-	s.n += int(need)
-	return nil
-}
-
-// readLen returns the length of the read at off while building the chunk
-// that starts at pos.
-func (s *scanner) readLen(pos, off uint64) int {
-	if s.stored == nil {
-		return s.c.readSize
-	}
-	// The chunk most likely ends at the first stored cut that it may
-	// end at (at least Min bytes after pos) past what is buffered.
-	from := max(off, pos+uint64(s.c.params.Min))
-	j := sort.Search(len(s.stored), func(i int) bool { return s.stored[i].End() > from })
-	target := s.size
-	if j < len(s.stored) {
-		target = s.stored[j].End()
-	}
-	if s.change.Off < target {
-		target = max(target, s.change.End())
-	}
-	return min(max(alignUp64(target-off), Align), s.c.readSize)
-}
-
-// alignedBuffer returns a slice of n bytes whose first byte is
-// Align-aligned in memory.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+Align)
-	skip := (Align - int(addrOf(b)%Align)) % Align
-	return b[skip : skip+n : skip+n]
-}
-
-func alignUp(n int) int { return (n + Align - 1) &^ (Align - 1) }
-
-func alignDown64(n uint64) uint64 { return n &^ (Align - 1) }
-
-func alignUp64(n uint64) int { return int(min((n+Align-1)&^(Align-1), 1<<40)) }

@@ -134,9 +134,11 @@ func TestReadSizeDoesNotMatter(t *testing.T) {
 	data := randomBytes(20, 3<<20+777)
 	want := chunkAll(t, mustChunker(t, testParams), data)
 	for _, rs := range []int{1, 4096, 12288, 65536, 3 << 20} {
-		got := chunkAll(t, mustChunker(t, testParams, WithReadSize(rs)), data)
-		if !equalChunks(got, want) {
-			t.Errorf("read size %d: chunk lists differ", rs)
+		for _, w := range []int{1, 3} {
+			got := chunkAll(t, mustChunker(t, testParams, WithReadSize(rs), WithWorkers(w)), data)
+			if !equalChunks(got, want) {
+				t.Errorf("read size %d, %d workers: chunk lists differ", rs, w)
+			}
 		}
 	}
 }
@@ -256,11 +258,11 @@ func FuzzChunker(f *testing.F) {
 			data = data[:1<<20]
 		}
 		p := []Params{testParams, {FormatVersion, 64, 128, 1024}, {FormatVersion, 1000, 3000, 5000}}[int(pick)%3]
-		want := chunkAll(t, mustChunker(t, p, WithReadSize(1<<20)), data)
+		want := chunkAll(t, mustChunker(t, p, WithReadSize(1<<20), WithWorkers(1)), data)
 		if err := checkTiling(p, data, want); err != nil {
 			t.Fatal(err)
 		}
-		got := chunkAll(t, mustChunker(t, p, WithReadSize(int(readSize))), data)
+		got := chunkAll(t, mustChunker(t, p, WithReadSize(int(readSize)), WithWorkers(1+int(pick%3))), data)
 		if !equalChunks(got, want) {
 			t.Fatalf("read size %d changes the chunk list", readSize)
 		}

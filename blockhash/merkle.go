@@ -70,38 +70,48 @@ func NewTree(chunks []Chunk) *Tree {
 // groupLevel builds level k from the nodes of level k-1.
 func groupLevel(children []Node, k int) []Node {
 	parents := make([]Node, 0, len(children)/TreeFanout+1)
-	buf := make([]byte, 0, 2+treeMaxFanout*40)
+	var buf []byte
 	first := 0
 	for i := range children {
-		n := i - first + 1
-		var closeGroup bool
-		switch {
-		case i == len(children)-1:
-			closeGroup = true
-		case i+1 == len(children)-1:
-			closeGroup = false // never leave a lone child at the end
-		case n >= treeMaxFanout:
-			closeGroup = true
-		default:
-			closeGroup = n >= 2 && binary.LittleEndian.Uint64(children[i].Hash[:8])%TreeFanout == 0
-		}
-		if closeGroup {
-			buf = append(buf[:0], 0x01, byte(k))
-			for _, c := range children[first : i+1] {
-				buf = binary.BigEndian.AppendUint64(buf, c.Length)
-				buf = append(buf, c.Hash[:]...)
-			}
-			parents = append(parents, Node{
-				Offset: children[first].Offset,
-				Length: children[i].End() - children[first].Offset,
-				Hash:   blake3.Sum256(buf),
-				First:  first,
-				Count:  n,
-			})
+		if closesGroup(children, first, i) {
+			parents = append(parents, newParent(children, first, i, k, &buf))
 			first = i + 1
 		}
 	}
 	return parents
+}
+
+// closesGroup reports whether children[i] ends the group that starts at
+// children[first].
+func closesGroup(children []Node, first, i int) bool {
+	n := i - first + 1
+	switch {
+	case i == len(children)-1:
+		return true
+	case i+1 == len(children)-1:
+		return false // never leave a lone child at the end
+	case n >= treeMaxFanout:
+		return true
+	default:
+		return n >= 2 && binary.LittleEndian.Uint64(children[i].Hash[:8])%TreeFanout == 0
+	}
+}
+
+// newParent returns the level k node over children[first..last].
+func newParent(children []Node, first, last, k int, buf *[]byte) Node {
+	b := append((*buf)[:0], 0x01, byte(k))
+	for _, c := range children[first : last+1] {
+		b = binary.BigEndian.AppendUint64(b, c.Length)
+		b = append(b, c.Hash[:]...)
+	}
+	*buf = b
+	return Node{
+		Offset: children[first].Offset,
+		Length: children[last].End() - children[first].Offset,
+		Hash:   blake3.Sum256(b),
+		First:  first,
+		Count:  last - first + 1,
+	}
 }
 
 // Root returns the tree's root hash; the zero hash for an empty volume.

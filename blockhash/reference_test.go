@@ -37,8 +37,8 @@ func referenceBoundary(c *cutter, data []byte, atEOF bool) (int, bool) {
 func TestBoundaryMatchesReference(t *testing.T) {
 	for _, p := range []Params{testParams, DefaultParams(), {FormatVersion, 64, 65, 66}, {FormatVersion, 100, 203, 409}} {
 		c := newCutter(p)
-		data := append(randomBytes(70, 1<<20), make([]byte, 3*int(p.Max))...)
-		data = append(data, plaintextBytes(71, 1<<20)...)
+		data := append(randomBytes(70, 256<<10), make([]byte, 3*int(p.Max))...)
+		data = append(data, plaintextBytes(71, 256<<10)...)
 		for off := 0; off < len(data); {
 			for _, atEOF := range []bool{true, false} {
 				for _, l := range []int{len(data) - off, int(p.Min) + 3, int(p.Avg) + 1, int(p.Max) - 1} {

@@ -121,9 +121,9 @@ func checkDiff(old, new []Chunk, d Diff) error {
 func TestRehashEqualsFullRechunk(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	c := mustChunker(t, testParams)
-	for iter := range 200 {
+	for iter := range 150 {
 		kind := changeKinds[iter%len(changeKinds)]
-		size := 1 + rng.IntN(1<<20)
+		size := 1 + rng.IntN(512<<10)
 		var before []byte
 		if iter%3 == 0 {
 			before = plaintextBytes(uint64(iter), size)
@@ -148,12 +148,12 @@ func TestRehashEqualsFullRechunk(t *testing.T) {
 }
 
 func TestRehashReadsLittle(t *testing.T) {
-	// One 4 KiB write in a 64 MiB volume with default parameters reads
+	// One 4 KiB write in a 16 MiB volume with default parameters reads
 	// about one chunk, not the volume.
-	before := randomBytes(50, 64<<20)
+	before := randomBytes(50, 16<<20)
 	after := bytes.Clone(before)
-	copy(after[30<<20:], randomBytes(51, BlockSize))
-	d := checkRehash(t, mustChunker(t, DefaultParams()), before, after, []Range{{30 << 20, BlockSize}})
+	copy(after[10<<20:], randomBytes(51, BlockSize))
+	d := checkRehash(t, mustChunker(t, DefaultParams()), before, after, []Range{{10 << 20, BlockSize}})
 	if d.BytesRead > 1<<20 {
 		t.Errorf("read %d bytes for one 4 KiB change", d.BytesRead)
 	}

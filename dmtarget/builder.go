@@ -37,6 +37,9 @@ type Builder struct {
 	DaemonSocket string
 	// Cryptsetup is the cryptsetup program; default "cryptsetup".
 	Cryptsetup string
+	// CryptFormatArgs are extra luksFormat arguments (tests use a cheap
+	// PBKDF: --pbkdf pbkdf2 --pbkdf-force-iterations 1000).
+	CryptFormatArgs []string
 }
 
 func (b *Builder) logger() *slog.Logger {
@@ -214,7 +217,8 @@ func (b *Builder) steps(spec VolumeSpec, n uint64) []step {
 	cs := b.cryptsetup()
 	var open []string
 	if spec.Crypt == CryptLUKS2 {
-		format := []string{cs, "luksFormat", "--batch-mode", "--type", "luks2", "--key-file", spec.KeyFile, lower}
+		format := append([]string{cs, "luksFormat", "--batch-mode", "--type", "luks2"}, b.CryptFormatArgs...)
+		format = append(format, "--key-file", spec.KeyFile, lower)
 		steps = append(steps, step{cmd: shellJoin(format), run: func(ctx context.Context, st *runState) error {
 			return b.Host.Run(ctx, format...)
 		}})

@@ -124,7 +124,12 @@ func decodeHeader(b []byte) (header, []byte, error) {
 	h.Name = cstring(b[offName : offName+nameLen])
 	h.UUID = cstring(b[offUUID : offUUID+uuidLen])
 	start, end := uint64(h.DataStart), uint64(h.DataSize)
-	if start < headerSize || start > end || end > uint64(len(b)) {
+	if end <= start {
+		// Replies without data set data_size to offsetof(struct
+		// dm_ioctl, data) = 305, below data_start: no data.
+		return h, nil, nil
+	}
+	if start < headerSize || end > uint64(len(b)) {
 		return h, nil, fmt.Errorf("%w: data area %d..%d outside buffer of %d bytes", ErrMalformed, start, end, len(b))
 	}
 	return h, b[start:end], nil

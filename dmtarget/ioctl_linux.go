@@ -122,9 +122,13 @@ func (c *Control) Version(ctx context.Context) (Version, error) {
 
 // Create implements DM. Without udev it also creates /dev/mapper/NAME.
 func (c *Control) Create(ctx context.Context, name, uuid string) (Info, error) {
-	h, _, err := c.do("create", name, unix.DM_DEV_CREATE, header{Name: name, UUID: uuid}, nil)
+	h, _, err := ioctl(c.f, unix.DM_DEV_CREATE, header{Name: name, UUID: uuid}, nil)
+	if errors.Is(err, unix.EBUSY) {
+		// The kernel says EBUSY when the name or uuid is taken.
+		return Info{}, fmt.Errorf("create %s: %w: name or uuid %q taken (%w)", name, ErrExists, uuid, err)
+	}
 	if err != nil {
-		return Info{}, err
+		return Info{}, wrapErr("create", name, err)
 	}
 	info := infoFromHeader(h)
 	if c.opts.Udev == UdevOff {

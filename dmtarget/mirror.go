@@ -40,6 +40,11 @@ type MirrorStatus struct {
 	// daemon's last one-letter argument for a userspace log,
 	// "COM_FAILURE" when the daemon did not answer, "" when unknown.
 	LogHealth string
+	// ReplicationPending is the number of regions dmsyncd has not yet
+	// replicated to the peer, when the log is dmsyncd's (its STATUS_INFO
+	// reply is "3 dmsync <in-sync>/<regions> <pending>").
+	ReplicationPending    uint64
+	HasReplicationPending bool
 }
 
 // SyncRatio returns InSync/Regions (1 for an empty mirror).
@@ -114,8 +119,14 @@ func ParseMirrorStatus(s string) (MirrorStatus, error) {
 			return st, fmt.Errorf("mirror status %q: log status %q: want <#args> <type> <args...>", s, strings.Join(log, " "))
 		}
 		st.LogType, st.LogArgs = log[1], log[2:]
-		if k := len(st.LogArgs); k > 0 && len(st.LogArgs[k-1]) == 1 {
+		if k := len(st.LogArgs); k > 0 && len(st.LogArgs[k-1]) == 1 && st.LogArgs[k-1][0] >= 'A' && st.LogArgs[k-1][0] <= 'Z' {
 			st.LogHealth = st.LogArgs[k-1]
+		}
+		// dmsyncd's STATUS_INFO: "3 dmsync <in-sync>/<regions> <pending>".
+		if st.LogType == "dmsync" && len(st.LogArgs) == 2 {
+			if p, err := strconv.ParseUint(st.LogArgs[1], 10, 64); err == nil {
+				st.ReplicationPending, st.HasReplicationPending = p, true
+			}
 		}
 	}
 	return st, nil

@@ -30,6 +30,8 @@ func TestParseMirrorStatus(t *testing.T) {
 		{"2 253:1 253:2 128/128 1 AA userspace 1 COM_FAILURE", "AA", 128, 128, "userspace", "COM_FAILURE", false},
 		{"3 8:16 8:32 8:48 100/200 1 ASU 1 core", "ASU", 100, 200, "core", "", false},
 		{"2 253:1 253:2 1/3 1 AF 1 core", "AF", 1, 3, "core", "", false},
+		// dmsyncd's STATUS_INFO: a one-digit pending count is no health.
+		{"2 254:16 254:32 128/128 1 AA 3 dmsync 128/128 5", "AA", 128, 128, "dmsync", "", true},
 	} {
 		st, err := ParseMirrorStatus(tc.in)
 		if err != nil {
@@ -45,7 +47,14 @@ func TestParseMirrorStatus(t *testing.T) {
 			t.Errorf("%q: got %+v healthy=%v", tc.in, st, st.Healthy())
 		}
 	}
-	st, _ := ParseMirrorStatus("2 253:1 253:2 32/128 1 AA 1 core")
+	st, _ := ParseMirrorStatus("2 254:16 254:32 128/128 1 AA 3 dmsync 100/128 17")
+	if !st.HasReplicationPending || st.ReplicationPending != 17 {
+		t.Errorf("dmsync pending: %+v", st)
+	}
+	st, _ = ParseMirrorStatus("2 253:1 253:2 32/128 1 AA 1 core")
+	if st.HasReplicationPending {
+		t.Errorf("core log has no replication count: %+v", st)
+	}
 	if st.SyncRatio() != 0.25 || st.Legs[1].Dev != "253:2" {
 		t.Errorf("ratio %v legs %+v", st.SyncRatio(), st.Legs)
 	}

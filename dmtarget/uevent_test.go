@@ -5,7 +5,9 @@ import (
 	"testing"
 )
 
-func udevMessage(props string) []byte {
+func udevMessage(props string) []byte { return udevMessageForTest(props) }
+
+func udevMessageForTest(props string) []byte {
 	h := make([]byte, 40)
 	copy(h, "libudev\x00")
 	binary.BigEndian.PutUint32(h[8:], udevMagic)

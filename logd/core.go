@@ -28,9 +28,29 @@ type Core struct {
 
 	rd       Ready
 	dirty    []*volume // volumes with changes since the last Ready
-	needSync bool      // a request in this Ready requires durability
-	unsynced bool      // changes were written without a sync since the last sync
+	needSync bool      // a request in this Ready (FLUSH, CTR, ...) requires durability
+	critical bool      // dirty changes whose loss could lose a write (marks, out-of-sync bits)
 	inReady  bool
+
+	ticks, lastSync uint64 // logical clock (Tick) and its value at the last sync
+}
+
+// CheckpointTicks is how many Ticks changes that need no sync of their own
+// (CLEARs, regions coming into sync) may stay in memory before a Tick
+// writes them. The daemon ticks once a second.
+const CheckpointTicks = 10
+
+// Tick advances the logical clock. Every CheckpointTicks ticks, state that
+// is still only in memory is written with the next Ready, so a crash makes
+// the kernel resync at most the regions written in the last few seconds.
+func (c *Core) Tick() {
+	if c.inReady {
+		panic("logd: Tick between Ready and Advance")
+	}
+	c.ticks++
+	if c.ticks-c.lastSync >= CheckpointTicks {
+		c.Checkpoint()
+	}
 }
 
 // NewCore returns an empty core.
@@ -51,12 +71,22 @@ func (c *Core) Step(m *Message) {
 	}
 	v := c.vols[string(m.Req.UUIDBytes())]
 	if v == nil || !v.attached {
-		if t == ReqDtr {
+		switch {
+		case t == ReqDtr:
 			c.reply(m, 0) // nothing to destroy: DTR is idempotent
 			return
+		case v != nil && (t == ReqResume || t == ReqPresuspend || t == ReqPostsuspend):
+			// The kernel sends these without its reconnect logic: serve a
+			// volume known from the store (a restart while suspended).
+			v.attached = true
+		default:
+			// The kernel answers -ESRCH by re-sending CTR and RESUME, then
+			// the request: after a restart that RESUME makes every region
+			// still marked on disk out of sync, so the kernel resyncs and
+			// CLEARs it.
+			c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR and RESUME)")
+			return
 		}
-		c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR)")
-		return
 	}
 	switch t {
 	case ReqInSync:
@@ -116,6 +146,7 @@ func (c *Core) Step(m *Message) {
 			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
 			if !in {
 				v.syncHint = min(v.syncHint, r)
+				c.critical = true
 			}
 		}
 		c.reply(m, 0)
@@ -185,6 +216,12 @@ func (c *Core) mark(v *volume, r uint64) {
 		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
 	}
 	_, was := v.pending[r]
+	// The write is safe once the region is durably marked and pending; a
+	// newer generation need not be durable (Restore skips a whole epoch of
+	// generations, so none is ever handed out twice).
+	if !v.durMarked.get(r) || !v.durPending.get(r) {
+		c.critical = true
+	}
 	v.meta.NextGen++
 	v.pending[r] = v.meta.NextGen
 	c.touchPending(v, r)
@@ -213,6 +250,7 @@ func (c *Core) resume(v *volume) {
 		if v.inSync.set(r, false) {
 			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
 			v.syncHint = min(v.syncHint, r)
+			c.critical = true
 		}
 	}
 	c.needSync = true

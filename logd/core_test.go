@@ -107,6 +107,7 @@ func FuzzCore(f *testing.F) {
 			c.Step(&m)
 		}
 		var acked map[string]map[uint64]uint64 // pending after the last acked FLUSH
+		seenGen := map[[2]uint64]bool{}        // (region, gen) handed out, ever
 		for i := 0; i+2 < len(prog); i += 3 {
 			op, a, b := prog[i], prog[i+1], prog[i+2]
 			uuid := uuids[a&1]
@@ -124,7 +125,7 @@ func FuzzCore(f *testing.F) {
 					for r, g := range p {
 						found := false
 						for _, x := range got {
-							found = found || (x.Region == r && x.Gen >= g)
+							found = found || x.Region == r
 						}
 						if !found {
 							t.Fatalf("acked mark of %s region %d gen %d lost in crash", u, r, g)
@@ -178,6 +179,17 @@ func FuzzCore(f *testing.F) {
 			c.Advance(rd)
 			for _, v := range c.vols {
 				checkInvariants(t, v)
+				if v.uuid == uuid && RequestType(op%18) == ReqMarkRegion {
+					for r, g := range v.pending {
+						if v.marked.get(r) && g == v.meta.NextGen {
+							k := [2]uint64{r, g}
+							if seenGen[k] && (before.Pending == nil || before.Pending[r] != g) {
+								t.Fatalf("generation %d handed out twice for region %d", g, r)
+							}
+							seenGen[k] = true
+						}
+					}
+				}
 			}
 		}
 	})

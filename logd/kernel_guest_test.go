@@ -58,7 +58,7 @@ type guestDaemon struct {
 }
 
 // startDmsyncd starts the daemon on stateDir and waits for READY=1.
-func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string) *guestDaemon {
+func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string, env ...string) *guestDaemon {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -68,7 +68,7 @@ func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string) *guestDaemon {
 	defer l.Close()
 	d := &guestDaemon{stderr: &lockedBuffer{}, dir: stateDir}
 	d.cmd = exec.Command(g.Bin("dmsyncd"), "--state-dir", stateDir, "--log-level", "debug")
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,9 @@ type Server struct {
 	drops    int
 	// served counts requests by type, for the shutdown summary.
 	served [256]uint64
+	// Time accounting for the shutdown summary.
+	cycles, syncs  uint64
+	busy, syncTime time.Duration
 }
 
 var _ Replicator = (*Server)(nil)
@@ -67,7 +70,11 @@ func NewServer(store Store, log *slog.Logger) (*Server, error) {
 		log.Info("recovered log", "uuid", s.UUID, "regions", s.Meta.Regions,
 			"region_sectors", s.Meta.RegionSectors, "pending", len(s.Pending))
 	}
-	return &Server{log: log, store: store, core: c}, nil
+	s := &Server{log: log, store: store, core: c}
+	if err := s.readyLocked(nil); err != nil { // persist the restored generation epoch
+		return nil, err
+	}
+	return s, nil
 }
 
 // Serve answers the kernel over conn until ctx is done (returning nil) or
@@ -76,9 +83,21 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	defer s.logServed()
+	defer s.checkpoint()
+	tickDone := make(chan struct{})
+	defer func() { <-tickDone }()
+	tickCtx, stopTicks := context.WithCancel(ctx)
+	defer stopTicks()
+	go func() {
+		defer close(tickDone)
+		s.tickLoop(tickCtx, conn)
+	}()
 	for {
 		dgrams, err := conn.Receive(ctx)
 		if err != nil {
+			if f := s.failure(); f != nil {
+				return f
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -90,10 +109,50 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	}
 }
 
-// handle steps every message of the datagrams and handles one Ready.
-func (s *Server) handle(conn Conn, dgrams [][]byte) error {
+// TickInterval is how often the server ticks the core (see Core.Tick).
+const TickInterval = time.Second
+
+// tickLoop ticks the core until ctx is done. A failed commit closes conn so
+// that Serve returns the failure.
+func (s *Server) tickLoop(ctx context.Context, conn Conn) {
+	t := time.NewTicker(TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var err error
+		if s.failed == nil {
+			s.core.Tick()
+			err = s.readyLocked(conn)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Error("periodic checkpoint failed", "err", err)
+			_ = conn.Close()
+			return
+		}
+	}
+}
+
+func (s *Server) failure() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.failed
+}
+
+// handle steps every message of the datagrams and handles one Ready.
+func (s *Server) handle(conn Conn, dgrams [][]byte) error {
+	start := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		s.cycles++
+		s.busy += time.Since(start)
+	}()
 	if s.failed != nil {
 		return s.failed
 	}
@@ -121,7 +180,13 @@ func (s *Server) readyLocked(conn Conn) error {
 	}
 	rd := s.core.Ready()
 	if len(rd.Changes) > 0 || rd.MustSync {
-		if err := s.store.Commit(rd.Changes, rd.MustSync); err != nil {
+		t0 := time.Now()
+		err := s.store.Commit(rd.Changes, rd.MustSync)
+		if rd.MustSync {
+			s.syncs++
+			s.syncTime += time.Since(t0)
+		}
+		if err != nil {
 			// No reply leaves: the kernel retries against the restarted daemon.
 			s.failed = fmt.Errorf("%w: %w", ErrStore, err)
 			return s.failed
@@ -155,6 +220,20 @@ func (s *Server) readyLocked(conn Conn) error {
 	return nil
 }
 
+// checkpoint writes what is still only in memory (CLEARs since the last
+// sync), so a clean restart finds exactly the state it left.
+func (s *Server) checkpoint() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return
+	}
+	s.core.Checkpoint()
+	if err := s.readyLocked(nil); err != nil {
+		s.log.Error("final checkpoint of the dirty log failed", "err", err)
+	}
+}
+
 // RequestCounts returns how many requests of each type were served.
 func (s *Server) RequestCounts() map[RequestType]uint64 {
 	s.mu.Lock()
@@ -176,6 +255,7 @@ func (s *Server) logServed() {
 			attrs = append(attrs, RequestType(t).String(), n)
 		}
 	}
+	attrs = append(attrs, "cycles", s.cycles, "busy", s.busy, "syncs", s.syncs, "sync_time", s.syncTime)
 	s.mu.Unlock()
 	s.log.Info("requests served", attrs...)
 }

@@ -16,10 +16,15 @@ type VolumeSnapshot struct {
 	Pending map[uint64]uint64   // region -> generation
 }
 
-// Restore loads volumes recovered from the store after a restart. They are
-// served at once (the kernel may not notice the restart and so may not
-// re-send CTR); a CTR that arrives is checked against the stored geometry.
-// Restore fails on state that cannot have been written by Core.
+// genEpochBits: a restart moves NextGen to the next multiple of 2^32.
+const genEpochBits = 32
+
+// Restore loads volumes recovered from the store after a restart. Their
+// marked set is stale (CLEARs of the last seconds were not written), so they
+// are not served until the kernel reconnects: the first request gets -ESRCH,
+// and the kernel re-sends CTR (checked against the stored geometry) and
+// RESUME (which has the kernel resync the regions still marked), then the
+// request. Restore fails on state that cannot have been written by Core.
 func (c *Core) Restore(snaps []VolumeSnapshot) error {
 	for _, s := range snaps {
 		m := s.Meta
@@ -30,6 +35,9 @@ func (c *Core) Restore(snaps []VolumeSnapshot) error {
 			m.RegionSectors&(m.RegionSectors-1) != 0 {
 			return fmt.Errorf("restore %s: bad geometry %d regions of %d sectors", s.UUID, m.Regions, m.RegionSectors)
 		}
+		// Generations handed out after the last sync were lost: skip a whole
+		// epoch so that none is ever reused for a region.
+		m.NextGen = (m.NextGen>>genEpochBits + 1) << genEpochBits
 		v := newVolume(s.UUID, m)
 		for ch, w := range s.InSync {
 			if ch >= v.inSync.chunks() {
@@ -42,15 +50,19 @@ func (c *Core) Restore(snaps []VolumeSnapshot) error {
 				return fmt.Errorf("restore %s: marked chunk %d beyond %d regions", s.UUID, ch, m.Regions)
 			}
 			v.marked.load(ch, w)
+			v.durMarked.load(ch, w)
 		}
 		for r, g := range s.Pending {
 			if r >= m.Regions || g == 0 || g > m.NextGen {
 				return fmt.Errorf("restore %s: pending region %d gen %d (regions %d, next gen %d)", s.UUID, r, g, m.Regions, m.NextGen)
 			}
 			v.pending[r] = g
+			v.durPending.set(r, true)
 		}
-		v.attached = true
 		c.vols[s.UUID] = v
+		// Persist the new epoch before any generation of it is handed out.
+		c.touchMeta(v)
+		c.needSync, c.critical = true, true
 	}
 	return nil
 }
@@ -157,6 +169,6 @@ func (c *Core) Replicated(uuid string, r, gen uint64) (bool, error) {
 	}
 	delete(v.pending, r)
 	c.touchPending(v, r)
-	c.needSync = true
+	c.needSync, c.critical = true, true
 	return true, nil
 }

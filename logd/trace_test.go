@@ -200,12 +200,23 @@ func (e *traceEnv) run(t *testing.T, d *datadriven.TestData) string {
 		ok, err := e.core.Replicated(uuid, r, gen)
 		fmt.Fprintf(&b, "replicated=%v err=%v\n", ok, err)
 		e.handleReady(&b)
+	case "tick":
+		n := 1
+		d.MaybeScanArgs(t, "n", &n)
+		for range n {
+			e.core.Tick()
+		}
+		e.handleReady(&b)
+	case "checkpoint":
+		e.core.Checkpoint()
+		e.handleReady(&b)
 	case "crash":
 		e.core = NewCore()
 		if err := e.core.Restore(e.store.crash()); err != nil {
 			return "restore: " + err.Error() + "\n"
 		}
 		b.WriteString("restarted from durable state\n")
+		e.handleReady(&b)
 	case "state":
 		s, ok := e.core.Snapshot(uuid)
 		if !ok {

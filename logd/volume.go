@@ -18,6 +18,10 @@ type volume struct {
 	marked  bitset            // bit set: MARKed, not yet CLEARed
 	pending map[uint64]uint64 // region -> generation, until Replicated
 
+	// What the store holds as of the last sync.
+	durMarked  bitset // marked bits
+	durPending bitset // pending membership
+
 	resyncCursor uint64 // GET_RESYNC_WORK search start; reset on RESUME
 	syncHint     uint64 // no region below it is out of sync
 
@@ -33,7 +37,8 @@ func newVolume(uuid string, meta VolumeMeta) *volume {
 	return &volume{
 		uuid: uuid, meta: meta,
 		inSync: newBitset(meta.Regions), marked: newBitset(meta.Regions),
-		pending: make(map[uint64]uint64),
+		pending:   make(map[uint64]uint64),
+		durMarked: newBitset(meta.Regions), durPending: newBitset(meta.Regions),
 	}
 }
 
@@ -61,6 +66,7 @@ func (c *Core) ctr(m *Message) {
 		if v.meta.Table != a.Table || v.meta.Sectors != a.Sectors {
 			v.meta.Table, v.meta.Sectors = a.Table, a.Sectors
 			c.touchMeta(v)
+			c.critical = true
 		}
 		if a.Sync == SyncForce && !slices.Contains(v.luids, m.Req.Luid) {
 			c.fillInSync(v, false)
@@ -69,6 +75,7 @@ func (c *Core) ctr(m *Message) {
 		v = newVolume(uuid, VolumeMeta{RegionSectors: a.RegionSectors, Regions: a.Regions(), Sectors: a.Sectors, Table: a.Table})
 		c.vols[uuid] = v
 		c.touchMeta(v)
+		c.critical = true
 		c.fillInSync(v, a.Sync == SyncNone)
 		c.note(m, NoteInfo, fmt.Sprintf("new log: %d regions of %d sectors (%s)", v.meta.Regions, v.meta.RegionSectors, a.Table))
 	}
@@ -81,6 +88,7 @@ func (c *Core) ctr(m *Message) {
 }
 
 func (c *Core) fillInSync(v *volume, in bool) {
+	c.critical = true
 	v.inSync.fill(in)
 	v.syncHint = 0
 	v.resyncCursor = 0
@@ -122,31 +130,49 @@ func (c *Core) touchPending(v *volume, r uint64) {
 
 // HasReady reports whether Ready has anything to hand out.
 func (c *Core) HasReady() bool {
-	return len(c.rd.Replies) > 0 || len(c.dirty) > 0 || len(c.rd.Notes) > 0 ||
-		len(c.rd.Notify) > 0 || (c.needSync && c.unsynced)
+	return len(c.rd.Replies) > 0 || len(c.rd.Notes) > 0 || len(c.rd.Notify) > 0 ||
+		(c.needSync && c.critical)
 }
 
 // Ready returns the accumulated work; see Ready's doc for the handling
 // order. Call Advance when done.
+//
+// Changes are handed out only with a sync, and only when a request needs
+// durability (FLUSH, CTR, RESUME, POSTSUSPEND, Replicated) while critical
+// changes are dirty: a MARK's region and generation, a region going out of
+// sync, a new log. Everything dirty rides along in that one synced batch
+// (group commit). Other changes (a CLEAR, a region coming into sync) stay in
+// memory until then: losing them in a crash only makes the kernel resync a
+// region or the replicator copy it again. So the write path costs one sync
+// per MARK+FLUSH, none per CLEAR+FLUSH, and no store access otherwise.
 func (c *Core) Ready() Ready {
 	c.inReady = true
-	for _, v := range c.dirty {
-		c.rd.Changes = v.appendChanges(c.rd.Changes)
-	}
-	c.dirty = c.dirty[:0]
 	rd := c.rd
-	rd.MustSync = c.needSync && (len(rd.Changes) > 0 || c.unsynced)
+	rd.MustSync = c.needSync && c.critical
+	if rd.MustSync {
+		for _, v := range c.dirty {
+			c.rd.Changes = v.appendChanges(c.rd.Changes)
+		}
+		c.dirty = c.dirty[:0]
+		rd.Changes = c.rd.Changes
+	}
 	return rd
+}
+
+// Checkpoint makes the next Ready sync everything still dirty (for a clean
+// shutdown).
+func (c *Core) Checkpoint() {
+	if len(c.dirty) > 0 {
+		c.needSync, c.critical = true, true
+	}
 }
 
 // Advance tells the core that rd was handled: changes written (and synced
 // if rd.MustSync), replies sent.
 func (c *Core) Advance(rd Ready) {
-	switch {
-	case rd.MustSync:
-		c.unsynced = false
-	case len(rd.Changes) > 0:
-		c.unsynced = true
+	if rd.MustSync {
+		c.critical = false
+		c.lastSync = c.ticks
 	}
 	c.needSync = false
 	clear(c.rd.Replies)
@@ -166,10 +192,14 @@ func (v *volume) appendChanges(dst []Change) []Change {
 		dst = append(dst, Change{Kind: ChangeInSync, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.inSync.chunk(ch))})
 	}
 	for _, ch := range sortedKeys(v.dirtyMarked) {
-		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.marked.chunk(ch))})
+		w := slices.Clone(v.marked.chunk(ch))
+		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+		v.durMarked.load(ch, w) // changes are handed out only in a synced Ready
 	}
 	for _, r := range sortedKeys(v.dirtyPending) {
-		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: v.pending[r]})
+		g := v.pending[r]
+		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: g})
+		v.durPending.set(r, g != 0)
 	}
 	v.inDirty, v.dirtyMeta = false, false
 	clear(v.dirtyInSync)

@@ -92,6 +92,9 @@ func (x *ChunkIndex) Create(volume string, info VolumeInfo, chunks []blockhash.C
 	if err := checkVolumeName(volume); err != nil {
 		return err
 	}
+	if err := info.Params.Validate(); err != nil {
+		return fmt.Errorf("create chunk index of volume %q: %w", volume, err)
+	}
 	var off uint64
 	for _, c := range chunks {
 		if c.Offset != off || c.Length == 0 {
@@ -251,6 +254,58 @@ func (x *ChunkIndex) Load(volume string) (VolumeInfo, []blockhash.Chunk, error) 
 			ErrCorrupt, volume, len(chunks), end, info.Chunks, info.Size)
 	}
 	return info, chunks, nil
+}
+
+// Range returns the stored chunks of volume that overlap r, in offset
+// order, without loading the whole list: what a rehash or a sender needs
+// around a changed region. Gaps and malformed entries return ErrCorrupt
+// naming the volume and offset.
+func (x *ChunkIndex) Range(volume string, r blockhash.Range) ([]blockhash.Chunk, error) {
+	if err := checkVolumeName(volume); err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	info, err := x.info(volume)
+	if err != nil {
+		return nil, err
+	}
+	if r.Len == 0 || r.Off >= info.Size {
+		return nil, nil
+	}
+	lo := chunkKey(volume, 0)[:3+len(volume)]
+	it, err := x.db.NewIter(&pebbledb.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("read chunk index of volume %q: %w", volume, err)
+	}
+	defer it.Close()
+	var out []blockhash.Chunk
+	for ok := it.SeekLT(chunkKey(volume, r.Off+1)); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(lo)+8 {
+			return nil, fmt.Errorf("%w: volume %q: chunk key %x after offset %d has %d bytes, want %d", ErrCorrupt, volume, k, keyOffset(k, len(lo)), len(k), len(lo)+8)
+		}
+		off := binary.BigEndian.Uint64(k[len(lo):])
+		if off >= r.End() {
+			break
+		}
+		c, err := decodeChunk(off, it.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%w: volume %q: chunk at offset %d: %w", ErrCorrupt, volume, off, err)
+		}
+		want := r.Off
+		if len(out) > 0 {
+			want = lastEnd(out)
+		}
+		if (len(out) == 0 && c.End() <= r.Off) || (len(out) > 0 && c.Offset != want) {
+			return nil, fmt.Errorf("%w: volume %q: chunk at offset %d, expected one covering offset %d", ErrCorrupt, volume, c.Offset, want)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 || lastEnd(out) < min(r.End(), info.Size) {
+		return nil, fmt.Errorf("%w: volume %q: no chunk covers offset %d", ErrCorrupt, volume, max(r.Off, lastEnd(out)))
+	}
+	return out, nil
 }
 
 // Refcount returns the number of stored chunks (over all volumes) whose

@@ -375,3 +375,85 @@ func FuzzChunkIndexCodec(f *testing.F) {
 		}
 	})
 }
+
+func TestChunkIndexRange(t *testing.T) {
+	db := openMem(t, vfs.NewMem())
+	defer db.Close()
+	x := NewChunkIndex(db)
+	data := randomVolume(6, 300000)
+	list := chunkAll(t, data)
+	if err := x.Create("v", VolumeInfo{Params: testParams, Size: uint64(len(data))}, list); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(6, 6))
+	for range 300 {
+		r := blockhash.Range{Off: rng.Uint64N(310000), Len: rng.Uint64N(20000)}
+		got, err := x.Range("v", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := blockhash.ChunksIn(list, r); !slices.Equal(got, want) {
+			t.Fatalf("Range(%v): %d chunks, want %d", r, len(got), len(want))
+		}
+	}
+	// A missing entry inside the range is reported with its offset.
+	if err := db.Delete(chunkKey("v", list[5].Offset), pebbledb.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_, err := x.Range("v", blockhash.Range{Off: list[4].Offset, Len: list[4].Length + list[5].Length + 1})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", list[5].Offset)) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = x.Range("v", blockhash.Range{Off: list[5].Offset + 1, Len: 1})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestChunkIndexRehash(t *testing.T) {
+	db := openMem(t, vfs.NewMem())
+	defer db.Close()
+	x := NewChunkIndex(db)
+	rng := rand.New(rand.NewPCG(7, 7))
+	data := randomVolume(7, 500000)
+	list := chunkAll(t, data)
+	if err := x.Create("v", VolumeInfo{Params: testParams, Size: uint64(len(data)), Root: blockhash.NewTree(list).Root()}, list); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		var changes []blockhash.Range
+		for range 3 {
+			off := rng.IntN(len(data) - 5000)
+			copy(data[off:], randomVolume(rng.Uint64(), 5000))
+			changes = append(changes, blockhash.Range{Off: uint64(off), Len: 5000})
+		}
+		d, err := x.Rehash(context.Background(), "v", bytes.NewReader(data), uint64(len(data)), changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.BytesRead == 0 || d.BytesRead >= uint64(len(data)) {
+			t.Errorf("rehash read %d bytes of %d", d.BytesRead, len(data))
+		}
+		want := chunkAll(t, data)
+		info, got, err := x.Load("v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) || info.Root != blockhash.NewTree(want).Root() {
+			t.Fatal("stored index differs from a full re-chunk")
+		}
+		checkRefcounts(t, db, wantRefcounts(want))
+	}
+	// A device of the wrong size leaves the index as it was.
+	_, before, _ := x.Load("v")
+	_, err := x.Rehash(context.Background(), "v", bytes.NewReader(data[:400000]), 400000, nil)
+	if !errors.Is(err, blockhash.ErrSizeMismatch) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, after, _ := x.Load("v"); !slices.Equal(before, after) {
+		t.Fatal("failed rehash changed the index")
+	}
+	if err := x.Create("w", VolumeInfo{Params: blockhash.Params{Version: 7}}, nil); !errors.Is(err, blockhash.ErrParams) {
+		t.Fatalf("bad params accepted: %v", err)
+	}
+}

@@ -76,6 +76,9 @@ func runVolumeStatus(ctx context.Context, g *globalOptions, args []string, stdou
 	w("size", "%s, region %s (%d regions)", dmtarget.FormatSize(v.GetSectors()*512), dmtarget.FormatSize(v.GetRegionSectors()*512), s.GetRegions())
 	w("legs sync", "%d/%d regions in sync (%.1f%%), %d pending", s.GetInSync(), s.GetRegions(), pct, s.GetRegions()-s.GetInSync())
 	w("legs", "%s", strings.Join(legs, ", "))
+	if s.ReplicationPending != nil {
+		w("replication", "%d regions not yet replicated to the peer", s.GetReplicationPending())
+	}
 	if s.GetLogHealth() != "" {
 		w("log health", "%s", s.GetLogHealth())
 	}

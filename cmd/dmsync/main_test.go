@@ -71,6 +71,11 @@ func TestVolumeCommands(t *testing.T) {
 			t.Errorf("status lacks %q (code %d):\n%s", w, code, out)
 		}
 	}
+	e.dm.Update("v", true, func(d *dmtargettest.Device) { d.Status = []string{"2 254:16 253:1 256/256 1 AA 3 dmsync 256/256 7"} })
+	out, _, _ = e.run("volume", "status", "v")
+	if !strings.Contains(out, "replication: 7 regions not yet replicated") || !strings.Contains(out, "healthy") {
+		t.Errorf("dmsyncd's pending count not shown:\n%s", out)
+	}
 	e.dm.Update("v", true, func(d *dmtargettest.Device) { d.Status = []string{"2 254:16 253:1 128/256 1 RR 1 core"} })
 	out, _, _ = e.run("volume", "status", "v")
 	if !strings.Contains(out, "DEGRADED") || !strings.Contains(out, "R (read failed)") || !strings.Contains(out, "128 pending") {

@@ -215,8 +215,9 @@ func (f *Fake) Resume(ctx context.Context, name string) (dmtarget.Info, error) {
 		return dmtarget.Info{}, err
 	}
 	if d.Inactive != nil {
+		// Like the kernel: a table swap is no target event, the event
+		// number stays (Update with bump raises one).
 		d.Live, d.Inactive, d.Status = d.Inactive, nil, nil
-		d.EventNr++
 	}
 	d.Suspended = false
 	return info(d), nil

@@ -3,6 +3,7 @@ package dmtargettest
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/dmsync/dmsync/dmtarget"
@@ -60,5 +61,26 @@ func TestListUserspaceLogVolumes(t *testing.T) {
 	}
 	if vs[1].Name != "second" || vs[1].LogUUID() != "UUID-B" || vs[1].Start != 8 || vs[1].Table.RegionSectors != 1024 {
 		t.Errorf("second: %+v", vs[1])
+	}
+}
+
+func TestFakeWaitWakesOnEvent(t *testing.T) {
+	ctx := context.Background()
+	f := New()
+	f.Create(ctx, "v", "")
+	done := make(chan uint32)
+	go func() {
+		info, _, err := f.Wait(ctx, "v", 0)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- info.EventNr
+	}()
+	for len(f.Calls()) < 2 { // the waiter is registered
+		runtime.Gosched()
+	}
+	f.Update("v", true, func(*Device) {})
+	if ev := <-done; ev != 1 {
+		t.Fatalf("woke with event %d, want 1", ev)
 	}
 }

@@ -116,6 +116,10 @@ func (s *Server) VolumeStatus(ctx context.Context, req *adminpb.VolumeStatusRequ
 		Volume: volumeToPB(st.Volume), Regions: st.Mirror.Regions, InSync: st.Mirror.InSync,
 		LogHealth: st.Mirror.LogHealth, OpenCount: st.OpenCount, Suspended: st.Suspended, EventNr: st.EventNr,
 	}
+	if st.Mirror.HasReplicationPending {
+		p := st.Mirror.ReplicationPending
+		resp.ReplicationPending = &p
+	}
 	for _, l := range st.Mirror.Legs {
 		resp.Legs = append(resp.Legs, &adminpb.Leg{Dev: l.Dev, Health: string(l.Health)})
 	}

@@ -434,17 +434,20 @@ func (x *VolumeStatusRequest) GetName() string {
 }
 
 type VolumeStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Regions       uint64                 `protobuf:"varint,2,opt,name=regions,proto3" json:"regions,omitempty"`                      // total mirror regions
-	InSync        uint64                 `protobuf:"varint,3,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`          // regions the kernel has in sync between legs
-	Legs          []*Leg                 `protobuf:"bytes,4,rep,name=legs,proto3" json:"legs,omitempty"`                             // with health
-	LogHealth     string                 `protobuf:"bytes,5,opt,name=log_health,json=logHealth,proto3" json:"log_health,omitempty"`  // "A", "D", "COM_FAILURE" or ""
-	OpenCount     int32                  `protobuf:"varint,6,opt,name=open_count,json=openCount,proto3" json:"open_count,omitempty"` // opens of the top device
-	Suspended     bool                   `protobuf:"varint,7,opt,name=suspended,proto3" json:"suspended,omitempty"`
-	EventNr       uint32                 `protobuf:"varint,8,opt,name=event_nr,json=eventNr,proto3" json:"event_nr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Volume    *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Regions   uint64                 `protobuf:"varint,2,opt,name=regions,proto3" json:"regions,omitempty"`                      // total mirror regions
+	InSync    uint64                 `protobuf:"varint,3,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`          // regions the kernel has in sync between legs
+	Legs      []*Leg                 `protobuf:"bytes,4,rep,name=legs,proto3" json:"legs,omitempty"`                             // with health
+	LogHealth string                 `protobuf:"bytes,5,opt,name=log_health,json=logHealth,proto3" json:"log_health,omitempty"`  // "A", "D", "COM_FAILURE" or ""
+	OpenCount int32                  `protobuf:"varint,6,opt,name=open_count,json=openCount,proto3" json:"open_count,omitempty"` // opens of the top device
+	Suspended bool                   `protobuf:"varint,7,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	EventNr   uint32                 `protobuf:"varint,8,opt,name=event_nr,json=eventNr,proto3" json:"event_nr,omitempty"`
+	// Regions dmsyncd has not yet replicated to the peer (unset when the
+	// mirror's log is not dmsyncd's).
+	ReplicationPending *uint64 `protobuf:"varint,9,opt,name=replication_pending,json=replicationPending,proto3,oneof" json:"replication_pending,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *VolumeStatusResponse) Reset() {
@@ -529,6 +532,13 @@ func (x *VolumeStatusResponse) GetSuspended() bool {
 func (x *VolumeStatusResponse) GetEventNr() uint32 {
 	if x != nil {
 		return x.EventNr
+	}
+	return 0
+}
+
+func (x *VolumeStatusResponse) GetReplicationPending() uint64 {
+	if x != nil && x.ReplicationPending != nil {
+		return *x.ReplicationPending
 	}
 	return 0
 }
@@ -738,7 +748,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x12VolumeListResponse\x121\n" +
 	"\avolumes\x18\x01 \x03(\v2\x17.dmsync.admin.v1.VolumeR\avolumes\")\n" +
 	"\x13VolumeStatusRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x9b\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe9\x02\n" +
 	"\x14VolumeStatusResponse\x12/\n" +
 	"\x06volume\x18\x01 \x01(\v2\x17.dmsync.admin.v1.VolumeR\x06volume\x12\x18\n" +
 	"\aregions\x18\x02 \x01(\x04R\aregions\x12\x17\n" +
@@ -749,7 +759,9 @@ const file_admin_proto_rawDesc = "" +
 	"\n" +
 	"open_count\x18\x06 \x01(\x05R\topenCount\x12\x1c\n" +
 	"\tsuspended\x18\a \x01(\bR\tsuspended\x12\x19\n" +
-	"\bevent_nr\x18\b \x01(\rR\aeventNr\"\xa4\x02\n" +
+	"\bevent_nr\x18\b \x01(\rR\aeventNr\x124\n" +
+	"\x13replication_pending\x18\t \x01(\x04H\x00R\x12replicationPending\x88\x01\x01B\x16\n" +
+	"\x14_replication_pending\"\xa4\x02\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06mirror\x18\x02 \x01(\tR\x06mirror\x12\x14\n" +
@@ -825,6 +837,7 @@ func file_admin_proto_init() {
 	if File_admin_proto != nil {
 		return
 	}
+	file_admin_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -124,7 +124,7 @@ func (n *node) stop(t *testing.T) {
 
 // cli runs the dmsync CLI against this node's daemon.
 func (n *node) cli(args ...string) string {
-	return n.g.Run(n.g.Bin("dmsync"), append([]string{"--socket", n.socket}, args...)...)
+	return n.g.RunTimeout(20*time.Minute, n.g.Bin("dmsync"), append([]string{"--socket", n.socket}, args...)...)
 }
 
 // makeNetns creates a network namespace joined to the initial one by a
