@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -368,11 +369,22 @@ func FuzzReceiverOffer(f *testing.F) {
 	f.Add([]byte{0, 0, 16, 0, 0, 1}, uint64(0), []byte("data"))
 	f.Add([]byte{1, 0, 1, 0, 0, 1, 0, 1, 0, 0}, uint64(4*tChunk), make([]byte, tChunk))
 	img := &memImage{b: make([]byte, tSize)}
+	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer db.Close()
+	st := pebble.NewReplicaStore(db)
+	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, spec []byte, start uint64, data []byte) {
 		img.writes = 0
-		r, st := newTestReceiver(t, img)
-		// spec: per chunk 3 bytes: length in 256-byte units (2 bytes), id seed.
-		o := &Offer{Volume: tVol, VolumeSize: tSize, Params: tParams}
+		vol := fmt.Sprintf("fuzz-%d", n.Add(1)) // a fresh replica per input
+		r, err := NewReceiver(ReceiverConfig{Store: st, Volumes: []ReceiveVolume{{Name: vol, Image: img, Size: tSize, Params: tParams, Senders: []string{tPeer}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// spec: per chunk 3 bytes: length in 16-byte units (2 bytes), id seed.
+		o := &Offer{Volume: vol, VolumeSize: tSize, Params: tParams}
 		rg := Range{Start: start % (tSize + tChunk)}
 		pos := rg.Start
 		for i := 0; i+3 <= len(spec) && i < 3*64; i += 3 {
@@ -392,7 +404,7 @@ func FuzzReceiverOffer(f *testing.F) {
 			if img.writes != 0 {
 				t.Fatalf("refused offer (%v) wrote", err)
 			}
-			if ms, _ := st.Applying(tVol); len(ms) != 0 {
+			if ms, _ := st.Applying(vol); len(ms) != 0 {
 				t.Fatalf("refused offer (%v) left a marker", err)
 			}
 			return

@@ -102,8 +102,14 @@ func TestCutConnection(t *testing.T) {
 			d := &cutDialer{rng: rand.New(rand.NewPCG(seed, 2)), maxCut: 3 << 20, cutsLft: 6}
 			snd := s.sender(s.dial(r, DialOptions{Dialer: d.dial}), r.id.ID)
 			ctx := ctxT(t)
-			if _, err := snd.RunOnce(ctx); err != nil {
+			st, err := snd.RunOnce(ctx)
+			if err != nil {
 				t.Fatal(err)
+			}
+			// Acked batches are not sent again: beyond the volume, only
+			// batches in flight at a cut (≤ 2 of 1 MiB each) may repeat.
+			if limit := uint64(size) + uint64(d.cuts.Load())*2<<20; st.BytesSent > limit {
+				t.Fatalf("sent %d bytes for a %d-byte volume with %d cuts", st.BytesSent, size, d.cuts.Load())
 			}
 			s.randomWrites(30)
 			d.mu.Lock()
