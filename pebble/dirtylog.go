@@ -52,7 +52,6 @@ const ChunkWords = 64
 
 const maxUUIDLen = 128
 
-
 // VolumeRecord is the 0x10 value.
 type VolumeRecord struct {
 	RegionSectors uint64
