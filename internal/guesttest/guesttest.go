@@ -59,6 +59,9 @@ func Require(t testing.TB) *G {
 	return &G{t: t}
 }
 
+// T returns the test the guest helpers report to.
+func (g *G) T() testing.TB { return g.t }
+
 // Disk returns the path of the guest's i-th scratch disk (/dev/vda, /dev/vdb, ...).
 // The test fails if the disk does not exist.
 func (g *G) Disk(i int) string {

@@ -12,6 +12,9 @@ import (
 	"github.com/dmsync/dmsync/rpc/grpctransport"
 )
 
+// maxRetryDelay bounds the wait between attempts of a failing sender.
+const maxRetryDelay = time.Minute
+
 // sendState is one running sender and what status reports of it.
 type sendState struct {
 	send Send
@@ -69,17 +72,29 @@ func (st *sendState) set(f func()) {
 // (that is rpc.Sender's contract).
 func (m *Manager) runSend(ctx context.Context, st *sendState) {
 	log := m.log.With("volume", st.send.Volume, "peer", st.send.Peer)
+	delay := m.opts.RetryDelay
 	for ctx.Err() == nil {
+		st.mu.Lock()
+		passes := st.passes
+		st.mu.Unlock()
 		err := m.sendOnce(ctx, st)
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("replication stopped; starting over", "err", err, "in", m.opts.RetryDelay)
-		st.set(func() { st.state = "retrying: " + err.Error() })
+		// Back off while nothing succeeds (a refused offer stays refused
+		// until an operator acts); start quick again after progress.
+		st.mu.Lock()
+		if st.passes > passes {
+			delay = m.opts.RetryDelay
+		}
+		st.state = fmt.Sprintf("retrying in %v: %v", delay, err)
+		st.mu.Unlock()
+		log.Warn("replication stopped; starting over", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
-		case <-time.After(m.opts.RetryDelay):
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, maxRetryDelay)
 	}
 }
 
@@ -112,7 +127,12 @@ func (m *Manager) sendOnce(ctx context.Context, st *sendState) error {
 	if err != nil {
 		return err
 	}
-	st.set(func() { st.src, st.state = src, "sending" })
+	st.set(func() {
+		st.src = src
+		if st.state == "starting" {
+			st.state = "sending"
+		}
+	})
 	changes := m.opts.Log.Changes(ctx)
 	for {
 		before := time.Now()
@@ -136,6 +156,9 @@ func (m *Manager) sendOnce(ctx context.Context, st *sendState) error {
 			if err == nil {
 				st.passes++
 				st.state = "idle"
+				if p, perr := m.opts.Log.Pending(src.LogUUID); perr == nil && len(p) > 0 {
+					st.state = fmt.Sprintf("sending (%d regions busy or new)", len(p))
+				}
 			}
 		})
 		if err != nil {

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -80,7 +81,11 @@ func (n *node) start(t *testing.T) {
 	}
 	n.cmd = exec.Command(argv[0], argv[1:]...)
 	n.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	var w io.Writer = n.log
+	if verboseDaemons {
+		w = io.MultiWriter(n.log, &prefixWriter{prefix: "[dmsyncd " + n.name + "] ", w: os.Stdout})
+	}
+	n.cmd.Stdout, n.cmd.Stderr = w, w
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +125,39 @@ func (n *node) stop(t *testing.T) {
 		<-done
 		t.Errorf("dmsyncd %s ignored SIGTERM for 30s", n.name)
 	}
+}
+
+// verboseDaemons streams the daemons' logs to the console as they happen.
+const verboseDaemons = true
+
+type prefixWriter struct {
+	mu     sync.Mutex
+	prefix string
+	w      io.Writer
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l != "" {
+			io.WriteString(p.w, p.prefix+l)
+		}
+	}
+	return len(b), nil
+}
+
+// cliStream runs the dmsync CLI and also shows its output as it comes.
+func (n *node) cliStream(args ...string) string {
+	n.g.T().Helper()
+	var out syncBuffer
+	cmd := exec.Command(n.g.Bin("dmsync"), append([]string{"--socket", n.socket}, args...)...)
+	cmd.Stdout = io.MultiWriter(&out, os.Stdout)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil {
+		n.g.T().Fatalf("dmsync %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
 }
 
 // cli runs the dmsync CLI against this node's daemon.

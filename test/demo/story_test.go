@@ -89,7 +89,7 @@ func TestKernelStory(t *testing.T) {
 		return "id " + b.id + " at 10.99.0.2:7420"
 	})
 	s.do("pin the peers: B receives into "+replica+", A knows B", func() string {
-		b.cli("receive", logUUID, "--from", a.id, "--image", replica)
+		b.cli("receive", logUUID, "--from", a.id, "--image", replica, "--size", "256M")
 		a.cli("peer", "add", b.id, "--addr", "10.99.0.2:7420")
 		return strings.TrimSpace(a.cli("peer", "list"))
 	})
@@ -126,7 +126,7 @@ func TestKernelStory(t *testing.T) {
 	var sent1 uint64
 	s.do("umount on A, dmsync wait: every region acknowledged by B", func() string {
 		g.Run("umount", mnt)
-		out := a.cli("wait", name, "--timeout", "15m")
+		out := a.cliStream("wait", name, "--timeout", "15m")
 		sent1 = sendStats(t, a, name).sent
 		return lastLine(out)
 	})
@@ -165,7 +165,7 @@ func TestKernelStory(t *testing.T) {
 	})
 	var sent2 uint64
 	s.do("dmsync wait: second pass", func() string {
-		a.cli("wait", name, "--timeout", "10m")
+		a.cliStream("wait", name, "--timeout", "10m")
 		sent2 = sendStats(t, a, name).sent - sent1
 		return fmt.Sprintf("sent %d KiB for %d KiB changed (%.2fx)", sent2>>10, changed>>10, float64(sent2)/float64(changed))
 	})
