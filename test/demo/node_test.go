@@ -128,7 +128,7 @@ func (n *node) stop(t *testing.T) {
 }
 
 // verboseDaemons streams the daemons' logs to the console as they happen.
-const verboseDaemons = true
+const verboseDaemons = false
 
 type prefixWriter struct {
 	mu     sync.Mutex
