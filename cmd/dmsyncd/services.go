@@ -83,9 +83,11 @@ func resolve(ctx context.Context, dm *dmtarget.Control, dmErr error, name string
 	if err != nil {
 		return replicate.Source{}, err
 	}
+	// A volume is named by its mirror's dm name, by the dmsync volume on
+	// top of it (NAME over NAME-mirror), or by its log uuid.
 	for _, v := range vols {
-		if v.Name == name {
-			return replicate.Source{LogUUID: v.LogUUID(), Path: "/dev/mapper/" + name, Size: v.Length * 512}, nil
+		if v.Name == name || v.Name == name+"-mirror" || v.LogUUID() == name {
+			return replicate.Source{LogUUID: v.LogUUID(), Path: "/dev/mapper/" + v.Name, Size: v.Length * 512}, nil
 		}
 	}
 	return replicate.Source{}, fmt.Errorf("%w %q: no dm mirror with a userspace log has that name (see `dmsetup ls` and `dmsync volume list`)", replicate.ErrNoVolume, name)
