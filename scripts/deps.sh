@@ -47,7 +47,7 @@ if [ ! -f "$kdir/$kver/boot/vmlinuz-$kver" ]; then
 	echo "deps: fetching guest kernel linux-image-$kver"
 	tmp=$(mktemp -d); chmod 755 "$tmp"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -qq "linux-image-$kver") || die "apt-get download linux-image-$kver failed"
+	(cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "linux-image-$kver") || die "apt-get download linux-image-$kver failed"
 	rm -rf "$kdir/$kver.part"
 	dpkg-deb -x "$tmp"/linux-image-"$kver"_*.deb "$kdir/$kver.part" || die "cannot unpack linux-image-$kver"
 	depmod -b "$kdir/$kver.part" "$kver" || die "depmod for $kver failed"
