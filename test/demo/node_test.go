@@ -8,8 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,75 +23,29 @@ type node struct {
 	socket string
 	netns  string // "" = the initial namespace (where the kernel's connector is)
 	args   []string
-	cmd    *exec.Cmd
-	log    *syncBuffer
+	d      *guesttest.Daemon
 	id     string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newNode(t *testing.T, g *guesttest.G, name, netns string, args ...string) *node {
 	n := &node{
 		name: name, g: g, dir: "/var/lib/dmsync-" + name, socket: "/run/dmsync-" + name + ".sock",
-		netns: netns, args: args, log: &syncBuffer{},
+		netns: netns, args: args,
 	}
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	n.id = strings.TrimSpace(g.Run(g.Bin("dmsync"), "init", "--state-dir", n.dir))
-	t.Cleanup(func() {
-		n.stop(t)
-		if t.Failed() {
-			t.Logf("dmsyncd %s log:\n%s", n.name, n.log)
-		}
-	})
 	return n
 }
 
-// start runs the node's dmsyncd and waits until it reports READY to its
-// notify socket and its admin socket accepts.
+// start runs the node's dmsyncd and waits until it is ready and its admin
+// socket accepts.
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	notify := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	argv := append([]string{n.g.Bin("dmsyncd"), "--state-dir", n.dir, "--admin-socket", n.socket}, n.args...)
-	if n.netns != "" {
-		argv = append([]string{"ip", "netns", "exec", n.netns}, argv...)
-	}
-	n.cmd = exec.Command(argv[0], argv[1:]...)
-	n.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	var w io.Writer = n.log
-	if verboseDaemons {
-		w = io.MultiWriter(n.log, &prefixWriter{prefix: "[dmsyncd " + n.name + "] ", w: os.Stdout})
-	}
-	n.cmd.Stdout, n.cmd.Stderr = w, w
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	l.SetReadDeadline(time.Now().Add(60 * time.Second))
-	buf := make([]byte, 256)
-	if k, _, err := l.ReadFromUnix(buf); err != nil || !strings.HasPrefix(string(buf[:k]), "READY=1") {
-		t.Fatalf("dmsyncd %s not ready: %q %v\n%s", n.name, buf[:k], err, n.log)
-	}
+	n.d = n.g.StartDaemon(guesttest.DaemonOptions{
+		StateDir: n.dir, NetNS: n.netns, Args: append([]string{"--admin-socket", n.socket}, n.args...),
+	})
 	for i := 0; ; i++ {
 		c, err := net.Dial("unix", n.socket)
 		if err == nil {
@@ -101,56 +53,16 @@ func (n *node) start(t *testing.T) {
 			return
 		}
 		if i == 100 {
-			t.Fatalf("dmsyncd %s: admin socket %s: %v\n%s", n.name, n.socket, err, n.log)
+			t.Fatalf("dmsyncd %s: admin socket %s: %v\n%s", n.name, n.socket, err, n.d.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// stop ends the daemon with SIGTERM (a clean shutdown).
-func (n *node) stop(t *testing.T) {
-	if n.cmd == nil || n.cmd.ProcessState != nil {
-		return
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- n.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("dmsyncd %s exit after SIGTERM: %v", n.name, err)
-		}
-	case <-time.After(30 * time.Second):
-		n.cmd.Process.Kill()
-		<-done
-		t.Errorf("dmsyncd %s ignored SIGTERM for 30s", n.name)
-	}
-}
-
-// verboseDaemons streams the daemons' logs to the console as they happen.
-const verboseDaemons = false
-
-type prefixWriter struct {
-	mu     sync.Mutex
-	prefix string
-	w      io.Writer
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range strings.SplitAfter(string(b), "\n") {
-		if l != "" {
-			io.WriteString(p.w, p.prefix+l)
-		}
-	}
-	return len(b), nil
-}
-
 // cliStream runs the dmsync CLI and also shows its output as it comes.
 func (n *node) cliStream(args ...string) string {
 	n.g.T().Helper()
-	var out syncBuffer
+	var out bytes.Buffer
 	cmd := exec.Command(n.g.Bin("dmsync"), append([]string{"--socket", n.socket}, args...)...)
 	cmd.Stdout = io.MultiWriter(&out, os.Stdout)
 	cmd.Stderr = cmd.Stdout
