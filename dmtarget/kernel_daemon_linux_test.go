@@ -9,14 +9,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,62 +20,12 @@ import (
 	"github.com/dmsync/dmsync/internal/guesttest"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDaemon runs dmsyncd with a fresh state directory until the test
-// ends and waits for its READY=1.
+// ends and waits for its READY=1. Its cleanup is registered first, so it
+// runs after the cleanups that remove the volumes the daemon serves.
 func startDaemon(t *testing.T, g *guesttest.G) {
 	t.Helper()
-	notify := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var stderr syncBuffer
-	cmd := exec.Command(g.Bin("dmsyncd"), "--state-dir", t.TempDir())
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Registered first, so it runs after the cleanups that remove the
-	// volumes the daemon serves.
-	t.Cleanup(func() {
-		cmd.Process.Signal(unix.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("dmsyncd log:\n%s", stderr.String())
-		}
-	})
-	l.SetReadDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 256)
-	n, _, err := l.ReadFromUnix(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
-		t.Fatalf("dmsyncd not ready: %q %v\n%s", buf[:n], err, stderr.String())
-	}
+	g.StartDaemon(guesttest.DaemonOptions{})
 }
 
 func devT(t *testing.T, path string) string {

@@ -3,19 +3,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/dmsync/dmsync/dmtarget"
 	"github.com/dmsync/dmsync/internal/guesttest"
@@ -25,28 +20,7 @@ import (
 // waits for READY=1.
 func startDmsyncd(t *testing.T, g *guesttest.G, sock string) {
 	t.Helper()
-	notify := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var stderr bytes.Buffer
-	cmd := exec.Command(g.Bin("dmsyncd"), "--state-dir", t.TempDir(), "--admin-socket", sock)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(unix.SIGTERM)
-		cmd.Wait()
-	})
-	l.SetReadDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 256)
-	if n, _, err := l.ReadFromUnix(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
-		t.Fatalf("dmsyncd not ready: %v", err)
-	}
+	g.StartDaemon(guesttest.DaemonOptions{Args: []string{"--admin-socket", sock}})
 }
 
 // TestKernelCLIWithDaemon drives the dmsync binary against dmsyncd's own
