@@ -32,7 +32,8 @@ type Core struct {
 	critical bool      // dirty changes whose loss could lose a write (marks, out-of-sync bits)
 	inReady  bool
 
-	ticks, lastSync uint64 // logical clock (Tick) and its value at the last sync
+	ticks, lastCheckpoint uint64 // logical clock (Tick) and its value at the last checkpoint
+	exact                 bool   // the next synced Ready writes the marked set exactly (CLEARs too)
 }
 
 // CheckpointTicks is how many Ticks changes that need no sync of their own
@@ -48,8 +49,9 @@ func (c *Core) Tick() {
 		panic("logd: Tick between Ready and Advance")
 	}
 	c.ticks++
-	if c.ticks-c.lastSync >= CheckpointTicks {
+	if c.ticks-c.lastCheckpoint >= CheckpointTicks {
 		c.Checkpoint()
+		c.lastCheckpoint = c.ticks
 	}
 }
 

@@ -150,10 +150,15 @@ func (c *Core) Ready() Ready {
 	rd := c.rd
 	rd.MustSync = c.needSync && c.critical
 	if rd.MustSync {
+		keep := c.dirty[:0]
 		for _, v := range c.dirty {
-			c.rd.Changes = v.appendChanges(c.rd.Changes)
+			c.rd.Changes = v.appendChanges(c.rd.Changes, c.exact)
+			if v.inDirty {
+				keep = append(keep, v)
+			}
 		}
-		c.dirty = c.dirty[:0]
+		clear(c.dirty[len(keep):])
+		c.dirty = keep
 		rd.Changes = c.rd.Changes
 	}
 	return rd
@@ -163,7 +168,7 @@ func (c *Core) Ready() Ready {
 // shutdown).
 func (c *Core) Checkpoint() {
 	if len(c.dirty) > 0 {
-		c.needSync, c.critical = true, true
+		c.needSync, c.critical, c.exact = true, true, true
 	}
 }
 
@@ -172,7 +177,10 @@ func (c *Core) Checkpoint() {
 func (c *Core) Advance(rd Ready) {
 	if rd.MustSync {
 		c.critical = false
-		c.lastSync = c.ticks
+		if c.exact {
+			c.lastCheckpoint = c.ticks
+		}
+		c.exact = false
 	}
 	c.needSync = false
 	clear(c.rd.Replies)
@@ -184,7 +192,7 @@ func (c *Core) Advance(rd Ready) {
 
 // appendChanges materialises the volume's dirty keys in key order and
 // resets its dirty sets.
-func (v *volume) appendChanges(dst []Change) []Change {
+func (v *volume) appendChanges(dst []Change, exact bool) []Change {
 	if v.dirtyMeta {
 		dst = append(dst, Change{Kind: ChangeVolume, UUID: v.uuid, Meta: v.meta})
 	}
@@ -192,18 +200,42 @@ func (v *volume) appendChanges(dst []Change) []Change {
 		dst = append(dst, Change{Kind: ChangeInSync, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.inSync.chunk(ch))})
 	}
 	for _, ch := range sortedKeys(v.dirtyMarked) {
-		w := slices.Clone(v.marked.chunk(ch))
-		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
-		v.durMarked.load(ch, w) // changes are handed out only in a synced Ready
+		// Changes are handed out only in a synced Ready, so what is written
+		// here is what the store holds after it.
+		cur := v.marked.chunk(ch)
+		if exact {
+			w := slices.Clone(cur)
+			dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+			v.durMarked.load(ch, w)
+			delete(v.dirtyMarked, ch)
+			continue
+		}
+		// Outside a checkpoint only new marks are written: a CLEAR written
+		// now would make the region's next MARK need a sync of its own.
+		dur := v.durMarked.chunk(ch)
+		w := make([]uint64, len(cur))
+		newBits, clears := false, false
+		for i := range cur {
+			w[i] = cur[i] | dur[i]
+			newBits = newBits || w[i] != dur[i]
+			clears = clears || w[i] != cur[i]
+		}
+		if newBits {
+			dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+			v.durMarked.load(ch, w)
+		}
+		if !clears {
+			delete(v.dirtyMarked, ch)
+		}
 	}
 	for _, r := range sortedKeys(v.dirtyPending) {
 		g := v.pending[r]
 		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: g})
 		v.durPending.set(r, g != 0)
 	}
-	v.inDirty, v.dirtyMeta = false, false
+	v.dirtyMeta = false
+	v.inDirty = len(v.dirtyMarked) > 0 // CLEARs kept for the next checkpoint
 	clear(v.dirtyInSync)
-	clear(v.dirtyMarked)
 	clear(v.dirtyPending)
 	return dst
 }
