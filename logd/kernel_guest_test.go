@@ -67,7 +67,11 @@ func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string, env ...string) 
 	}
 	defer l.Close()
 	d := &guestDaemon{stderr: &lockedBuffer{}, dir: stateDir}
-	d.cmd = exec.Command(g.Bin("dmsyncd"), "--state-dir", stateDir, "--log-level", "debug")
+	level := "debug"
+	if strings.HasPrefix(t.Name(), "TestKernelKill9") {
+		level = "DEBUG-4" // every request and reply
+	}
+	d.cmd = exec.Command(g.Bin("dmsyncd"), "--state-dir", stateDir, "--log-level", level)
 	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -119,7 +119,8 @@ func TestServerWritePathAndReplicator(t *testing.T) {
 	if len(p) != 1 || p[0].Region != 60 {
 		t.Fatalf("after restart pending %v", p)
 	}
-	check(t)(d.k.Do(ctx, "vol", 2, logd.ReqCtr, []byte("65536 core 1024 nosync\x00")))
+	// A table load after a reboot (no NUL: not a reconnect).
+	check(t)(d.k.Do(ctx, "vol", 2, logd.ReqCtr, []byte("65536 core 1024 nosync")))
 	check(t)(d.k.Do(ctx, "vol", 2, logd.ReqResume, nil))
 	if in, _ := d.k.InSync(ctx, "vol", 60); in {
 		t.Fatal("region marked at the crash is still in sync after RESUME")

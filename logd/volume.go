@@ -14,6 +14,10 @@ type volume struct {
 	attached  bool     // serving requests (false after the last DTR)
 	suspended bool
 
+	reconnecting  bool   // CTR was the kernel's reconnect (trailing NUL): the next RESUME keeps state
+	stale         bitset // marks found at a reconnect, cleared at staleDeadline unless re-MARKed
+	staleDeadline uint64
+
 	inSync  bitset            // bit set: legs known equal
 	marked  bitset            // bit set: MARKed, not yet CLEARed
 	pending map[uint64]uint64 // region -> generation, until Replicated
@@ -68,7 +72,7 @@ func (c *Core) ctr(m *Message) {
 			c.touchMeta(v)
 			c.critical = true
 		}
-		if a.Sync == SyncForce && !slices.Contains(v.luids, m.Req.Luid) {
+		if a.Sync == SyncForce && !isReconnect(m) && !slices.Contains(v.luids, m.Req.Luid) {
 			c.fillInSync(v, false)
 		}
 	} else {
@@ -82,9 +86,20 @@ func (c *Core) ctr(m *Message) {
 	if !slices.Contains(v.luids, m.Req.Luid) {
 		v.luids = append(v.luids, m.Req.Luid)
 	}
+	if isReconnect(m) {
+		v.reconnecting = true
+	}
 	v.attached = true
 	c.needSync = true
 	c.reply(m, 0) // no data: data would name a log device
+}
+
+// isReconnect reports whether a CTR is the kernel's reconnect
+// (userspace_do_request after -ESRCH), which sends the CTR string with its
+// NUL; a table load sends it without.
+func isReconnect(m *Message) bool {
+	d := m.Req.Data
+	return len(d) > 0 && d[len(d)-1] == 0
 }
 
 func (c *Core) fillInSync(v *volume, in bool) {
