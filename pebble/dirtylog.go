@@ -24,7 +24,6 @@ package pebble
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -52,9 +51,6 @@ const (
 const ChunkWords = 64
 
 const maxUUIDLen = 128
-
-// ErrCorrupt means a stored key or value cannot be decoded.
-var ErrCorrupt = errors.New("pebble: corrupt dirty log entry")
 
 // VolumeRecord is the 0x10 value.
 type VolumeRecord struct {

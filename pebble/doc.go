@@ -5,13 +5,26 @@
 // # Key schema
 //
 // Every key starts with a one-byte prefix naming its table. Integers in keys
-// are big-endian so that keys sort in numeric order. Prefix ranges are
-// allocated per subsystem:
+// are big-endian so that keys sort in numeric order; names (log uuids,
+// volume names) are length-prefixed. Prefix ranges belong to subsystems,
+// and each subsystem's file documents its keys, values and which keys
+// change together in one batch:
 //
-//	0x01        format version (value: u32 big-endian)
-//	0x10..0x1f  dirty log (package logd)
-//	0x20..0x2f  chunk index, refcounts, Merkle nodes (package blockhash)
-//	0x30..0x3f  replication progress (package rpc)
+//	prefix  table                               file           owner
+//	0x01    format version (u32)                db.go          Open
+//	0x10    dirty log volume record             dirtylog.go    logd
+//	0x11    in-sync bitmap chunk                dirtylog.go    logd
+//	0x12    marked bitmap chunk                 dirtylog.go    logd
+//	0x13    pending region -> generation        dirtylog.go    logd
+//	0x20    chunk index volume record           chunkindex.go  blockhash
+//	0x21    chunk by offset                     chunkindex.go  blockhash
+//	0x22    chunk refcount by id                chunkindex.go  blockhash
+//	0x30    replica volume meta                 replica.go     rpc (receiver)
+//	0x31    replica chunk by offset             replica.go     rpc (receiver)
+//	0x32    replica chunk by id                 replica.go     rpc (receiver)
+//	0x33    replica "applying" marker           replica.go     rpc (receiver)
+//	0x38    send progress per volume and peer   replica.go     rpc (sender)
 //
-// Each subsystem's file documents its own keys in detail.
+// Durability is chosen where each write happens: batches that a reply to
+// the kernel or a peer's ack depends on are synced before the reply.
 package pebble

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/dmsync/dmsync/internal/admin"
 	"github.com/dmsync/dmsync/internal/lockfile"
 	"github.com/dmsync/dmsync/internal/sdnotify"
 	"github.com/dmsync/dmsync/logd"
@@ -21,8 +22,11 @@ var errUsage = errors.New("usage error")
 
 // config is the parsed command line.
 type config struct {
-	stateDir string
-	logLevel slog.Level
+	stateDir    string
+	logLevel    slog.Level
+	listen      string // TCP address to receive from peers; "" = none
+	adminSocket string
+	noConnector bool // serve no dirty log (a node that only receives)
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -31,6 +35,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/dmsync", "directory for the state store and the lock file")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.listen, "listen", "", "receive replicas from peers on this TCP address (e.g. :7420); empty: do not receive")
+	fs.StringVar(&c.adminSocket, "admin-socket", admin.DefaultSocket, "unix socket of the admin API (the dmsync CLI)")
+	fs.BoolVar(&c.noConnector, "no-connector", false, "do not serve the kernel's dirty log (a node that only receives, or a second daemon in a network namespace)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -62,7 +69,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.close()
-	return d.serve(ctx, logd.DialConnector)
+	if err := d.addServices(); err != nil {
+		return err
+	}
+	dial := logd.DialConnector
+	if cfg.noConnector {
+		dial = noConnector
+	}
+	return d.serve(ctx, dial)
 }
 
 // service is something the daemon runs next to the dirty log server, such

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -65,4 +67,37 @@ func DeviceSize(path string) (int64, error) {
 		return 0, fmt.Errorf("size of %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// Wipe makes the whole device read back as zeros (BLKDISCARD, which the
+// harness's disks turn into holes; BLKZEROOUT where discard is not
+// supported). Guest disks are shared by every test of a boot: a test that
+// relies on blank disks (a mirror created with nosync) wipes them first.
+func Wipe(path string) error {
+	size, err := DeviceSize(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("wipe %s: %w", path, err)
+	}
+	defer f.Close()
+	rng := [2]uint64{0, uint64(size)}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKDISCARD, uintptr(unsafe.Pointer(&rng))); e != 0 {
+		if _, _, e2 := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&rng))); e2 != 0 {
+			return fmt.Errorf("wipe %s: BLKDISCARD: %v, BLKZEROOUT: %v", path, e, e2)
+		}
+	}
+	return nil
+}
+
+// WipeDisk wipes the guest's i-th scratch disk and returns its path.
+func (g *G) WipeDisk(i int) string {
+	g.t.Helper()
+	p := g.Disk(i)
+	if err := Wipe(p); err != nil {
+		g.t.Fatal(err)
+	}
+	return p
 }

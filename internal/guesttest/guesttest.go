@@ -59,6 +59,9 @@ func Require(t testing.TB) *G {
 	return &G{t: t}
 }
 
+// T returns the test the guest helpers report to.
+func (g *G) T() testing.TB { return g.t }
+
 // Disk returns the path of the guest's i-th scratch disk (/dev/vda, /dev/vdb, ...).
 // The test fails if the disk does not exist.
 func (g *G) Disk(i int) string {
@@ -81,10 +84,24 @@ func (g *G) Run(name string, args ...string) string {
 	return out
 }
 
+// RunTimeout is Run with another time limit than 2 minutes.
+func (g *G) RunTimeout(limit time.Duration, name string, args ...string) string {
+	g.t.Helper()
+	out, err := g.try(limit, name, args...)
+	if err != nil {
+		g.t.Fatalf("%v", err)
+	}
+	return out
+}
+
 // Try runs a command like Run but returns its error (which includes the
 // command line and its standard error) instead of failing the test.
 func (g *G) Try(name string, args ...string) (string, error) {
 	g.t.Helper()
+	return g.try(2*time.Minute, name, args...)
+}
+
+func (g *G) try(limit time.Duration, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -99,9 +116,9 @@ func (g *G) Try(name string, args ...string) (string, error) {
 			return stdout.String(), fmt.Errorf("%s %s: %w\nstderr: %s", name, strings.Join(args, " "), err, stderr.String())
 		}
 		return stdout.String(), nil
-	case <-time.After(2 * time.Minute):
+	case <-time.After(limit):
 		_ = cmd.Process.Kill()
-		return stdout.String(), fmt.Errorf("%s %s: timed out after 2m\nstderr: %s", name, strings.Join(args, " "), stderr.String())
+		return stdout.String(), fmt.Errorf("%s %s: timed out after %v\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), limit, stdout.String(), stderr.String())
 	}
 }
 

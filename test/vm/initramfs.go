@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 //go:embed init.sh
@@ -121,6 +122,8 @@ func baseImage(cacheDir string, k Kernel) (string, error) {
 	key := hex.EncodeToString(h.Sum(nil))[:16]
 	out := filepath.Join(cacheDir, "base-"+k.Version+"-"+key+".cpio.gz")
 	if _, err := os.Stat(out); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(out, now, now) // in use: keep it in the cache
 		return out, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -215,10 +218,12 @@ func baseImage(cacheDir string, k Kernel) (string, error) {
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
 	}
-	// Old images of this kernel are stale now.
-	old, _ := filepath.Glob(filepath.Join(cacheDir, "base-"+k.Version+"-*.cpio.gz"))
+	// Images built from other inputs are stale, but another checkout
+	// sharing the cache may be booting one right now: remove only those
+	// unused for a day.
+	old, _ := filepath.Glob(filepath.Join(cacheDir, "base-*.cpio.gz"))
 	for _, o := range old {
-		if o != out {
+		if st, err := os.Stat(o); err == nil && o != out && time.Since(st.ModTime()) > 24*time.Hour {
 			os.Remove(o)
 		}
 	}

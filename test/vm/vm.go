@@ -185,7 +185,7 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 		if err := makeSparse(disk, cfg.DiskSize); err != nil {
 			return nil, err
 		}
-		args = append(args, "-drive", fmt.Sprintf("file=%s,if=virtio,format=raw,cache=unsafe,aio=threads", disk))
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=virtio,format=raw,cache=unsafe,aio=threads,discard=unmap,detect-zeroes=unmap", disk))
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)

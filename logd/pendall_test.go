@@ -1,0 +1,50 @@
+package logd_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/dmsync/dmsync/logd"
+)
+
+// TestPendAllDurable: PendAll makes every region pending with a generation
+// newer than any before, survives a restart, and makes a replication
+// recorded with an older generation fail.
+func TestPendAllDurable(t *testing.T) {
+	fs := vfs.NewMem()
+	d := startDaemon(t, fs, nil)
+	ctx := context.Background()
+	check(t)(d.k.Do(ctx, "vol", 1, logd.ReqCtr, []byte("8192 core 1024 nosync"))) // 8 regions
+	check(t)(d.k.Do(ctx, "vol", 1, logd.ReqMarkRegion, logd.AppendRegions(nil, 2)))
+	check(t)(d.k.Do(ctx, "vol", 1, logd.ReqFlush, nil))
+	check(t)(d.k.Do(ctx, "vol", 1, logd.ReqClearRegion, logd.AppendRegions(nil, 2)))
+	before, err := d.srv.Pending("vol")
+	if err != nil || len(before) != 1 {
+		t.Fatalf("pending before: %v %v", before, err)
+	}
+	if err := d.srv.PendAll("nope"); !errors.Is(err, logd.ErrUnknownVolume) {
+		t.Fatalf("PendAll of an unknown volume: %v", err)
+	}
+	if err := d.srv.PendAll("vol"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := d.srv.Replicated("vol", 2, before[0].Gen); ok {
+		t.Fatal("a replication with the generation from before PendAll was accepted")
+	}
+	d.close(t)
+
+	d = startDaemon(t, fs, nil)
+	defer d.close(t)
+	after, err := d.srv.Pending("vol")
+	if err != nil || len(after) != 8 {
+		t.Fatalf("after restart: %d pending (%v), want all 8", len(after), err)
+	}
+	for _, p := range after {
+		if p.Gen <= before[0].Gen {
+			t.Errorf("region %d gen %d not newer than %d", p.Region, p.Gen, before[0].Gen)
+		}
+	}
+}

@@ -1,0 +1,650 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dmsync/dmsync/blockhash"
+	"github.com/dmsync/dmsync/pebble"
+)
+
+// Image is a replica's storage: a file or a block device.
+type Image interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
+// ReceiveVolume is one replica a receiver keeps.
+type ReceiveVolume struct {
+	// Name is the volume's name (the source's UUID).
+	Name string
+	// Image holds the replica; it must be at least Size bytes.
+	Image Image
+	// Size is the volume size in bytes; offers for another size are refused.
+	Size uint64
+	// Params are the chunk parameters the replica accepts. Zero means
+	// "adopt those of the first offer", remembered durably after its commit.
+	Params ChunkParams
+	// Senders lists the node ids allowed to send this volume.
+	Senders []string
+}
+
+// ReceiverConfig configures a Receiver.
+type ReceiverConfig struct {
+	Store   *pebble.ReplicaStore
+	Log     *slog.Logger
+	Volumes []ReceiveVolume
+	// MaxBatchBytes bounds the bytes one offer may cover (default 256 MiB).
+	MaxBatchBytes uint64
+	// MaxChunks bounds the chunks in one offer (default 1<<18).
+	MaxChunks int
+}
+
+// Receiver applies batches from senders to replicas. It holds no transport:
+// a transport calls Begin, then Put for each chunk, then Commit or Abort.
+type Receiver struct {
+	cfg   ReceiverConfig
+	log   *slog.Logger
+	vols  map[string]*recvVolume
+	seq   atomic.Uint64
+	known map[string]bool
+}
+
+type recvVolume struct {
+	ReceiveVolume
+	// Batches of one volume run concurrently on disjoint byte ranges.
+	imu      sync.Mutex
+	inflight map[uint64][]pebble.ByteRange // batch id -> its ranges
+	released chan struct{}                 // closed when a batch ends
+	senders  map[string]bool
+	mu       sync.Mutex // guards params and stored
+	params   ChunkParams
+	stored   bool // the store holds the volume's meta
+}
+
+// NewReceiver validates cfg and recovers every volume: index entries of
+// batches that were half applied when the process stopped are dropped (the
+// markers stay until a batch covering them commits).
+func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("receiver: no store")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBatchBytes == 0 {
+		cfg.MaxBatchBytes = 256 << 20
+	}
+	if cfg.MaxChunks == 0 {
+		cfg.MaxChunks = 1 << 18
+	}
+	r := &Receiver{cfg: cfg, log: cfg.Log, vols: map[string]*recvVolume{}, known: map[string]bool{}}
+	r.seq.Store(uint64(time.Now().UnixNano()))
+	var errs []error
+	for _, v := range cfg.Volumes {
+		if _, dup := r.vols[v.Name]; dup {
+			errs = append(errs, fmt.Errorf("volume %q configured twice", v.Name))
+			continue
+		}
+		if v.Image == nil || v.Size == 0 {
+			errs = append(errs, fmt.Errorf("volume %q: needs an image and a size", v.Name))
+			continue
+		}
+		rv := &recvVolume{ReceiveVolume: v, inflight: map[uint64][]pebble.ByteRange{}, released: make(chan struct{}), senders: map[string]bool{}, params: v.Params}
+		for _, s := range v.Senders {
+			rv.senders[s] = true
+			r.known[s] = true
+		}
+		meta, ok, err := cfg.Store.Meta(v.Name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rv.stored = ok
+		if ok {
+			if meta.Size != v.Size {
+				errs = append(errs, fmt.Errorf("volume %q: configured size %d but the replica holds %d bytes (%w)", v.Name, v.Size, meta.Size, ErrVolumeMismatch))
+			}
+			stored := ChunkParams{Algorithm: meta.Algorithm, Min: meta.Min, Avg: meta.Avg, Max: meta.Max}
+			if v.Params == (ChunkParams{}) {
+				rv.params = stored
+			} else if v.Params != stored {
+				errs = append(errs, fmt.Errorf("volume %q: configured chunk params %+v but the replica was made with %+v (%w)", v.Name, v.Params, stored, ErrParamsMismatch))
+			}
+		}
+		ms, err := cfg.Store.Applying(v.Name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, m := range ms {
+			r.log.Warn("replica was half applied; dropping its index for the batch's ranges", "volume", v.Name, "batch", m.Batch, "ranges", len(m.Ranges))
+			if err := cfg.Store.DropApplied(v.Name, m.Ranges); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		r.vols[v.Name] = rv
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("receiver config: %w", err)
+	}
+	return r, nil
+}
+
+// KnownSender reports whether id may send any volume: the TLS handshake
+// refuses everyone else.
+func (r *Receiver) KnownSender(id string) bool { return r.known[id] }
+
+func (r *Receiver) volume(peer, name string) (*recvVolume, error) {
+	v, ok := r.vols[name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q: %w (configure it on the receiver)", name, ErrUnknownVolume)
+	}
+	if !v.senders[peer] {
+		r.log.Warn("refused sender for volume", "volume", name, "peer", peer)
+		return nil, fmt.Errorf("node %s may not send volume %q: %w (add it to the volume's senders)", peer, name, ErrPermission)
+	}
+	return v, nil
+}
+
+// Root reports the replica's root over its chunk list.
+func (r *Receiver) Root(peer, name string) (RootInfo, error) {
+	v, err := r.volume(peer, name)
+	if err != nil {
+		return RootInfo{}, err
+	}
+	return r.root(v)
+}
+
+// Tree returns blockhash's Merkle tree over the replica's chunk list.
+func (r *Receiver) Tree(peer, name string) (*blockhash.Tree, error) {
+	v, err := r.volume(peer, name)
+	if err != nil {
+		return nil, err
+	}
+	var list []blockhash.Chunk
+	err = r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return blockhash.NewTree(list), nil
+}
+
+func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
+	h := NewRootHasher(v.Size)
+	var list []blockhash.Chunk
+	err := r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
+		h.Add(Chunk{Offset: c.Offset, Length: c.Length, ID: c.ID})
+		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
+		return nil
+	})
+	if err != nil {
+		return RootInfo{}, err
+	}
+	ms, err := r.cfg.Store.Applying(v.Name)
+	if err != nil {
+		return RootInfo{}, err
+	}
+	root, n := h.Sum()
+	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}
+	if len(list) > 0 {
+		info.MerkleRoot = blockhash.NewTree(list).Root()
+	}
+	return info, nil
+}
+
+// validate checks an offer against the volume before anything is written.
+func (r *Receiver) validate(v *recvVolume, o *Offer) error {
+	if o.VolumeSize != v.Size {
+		return fmt.Errorf("volume %q: offer for %d bytes, replica has %d: %w", v.Name, o.VolumeSize, v.Size, ErrVolumeMismatch)
+	}
+	v.mu.Lock()
+	p := v.params
+	v.mu.Unlock()
+	if p != (ChunkParams{}) && o.Params != p {
+		return fmt.Errorf("volume %q: offer chunked with %+v, replica uses %+v: %w", v.Name, o.Params, p, ErrParamsMismatch)
+	}
+	if o.Params.Max == 0 || o.Params.Algorithm == "" || o.Params.Min > o.Params.Max {
+		return fmt.Errorf("volume %q: chunk params %+v: %w", v.Name, o.Params, ErrBadOffer)
+	}
+	if len(o.Ranges) == 0 {
+		return fmt.Errorf("volume %q: offer has no ranges: %w", v.Name, ErrBadOffer)
+	}
+	var total uint64
+	n, prevEnd := 0, uint64(0)
+	for i, rg := range o.Ranges {
+		if rg.Start >= rg.End || rg.End > v.Size || (i > 0 && rg.Start < prevEnd) {
+			return fmt.Errorf("volume %q: range %d [%d,%d) is empty, unsorted or past the end (%d): %w", v.Name, i, rg.Start, rg.End, v.Size, ErrBadOffer)
+		}
+		prevEnd = rg.End
+		total += rg.End - rg.Start
+		pos := rg.Start
+		for _, c := range rg.Chunks {
+			if c.Length == 0 || c.Length > o.Params.Max {
+				return fmt.Errorf("volume %q: chunk at %d has length %d, max %d: %w", v.Name, c.Offset, c.Length, o.Params.Max, ErrChunkSize)
+			}
+			if nb := len(c.Blocks); nb != 0 && uint64(nb) != blockCount(c) {
+				return fmt.Errorf("volume %q: chunk at %d has %d block fingerprints, want %d: %w", v.Name, c.Offset, nb, blockCount(c), ErrBadOffer)
+			}
+			if c.Offset != pos {
+				return fmt.Errorf("volume %q: chunk at %d does not tile range [%d,%d) (expected offset %d): %w", v.Name, c.Offset, rg.Start, rg.End, pos, ErrBadOffer)
+			}
+			pos += uint64(c.Length)
+			n++
+		}
+		if pos != rg.End {
+			return fmt.Errorf("volume %q: chunks cover [%d,%d) of range [%d,%d): %w", v.Name, rg.Start, pos, rg.Start, rg.End, ErrBadOffer)
+		}
+	}
+	if total > r.cfg.MaxBatchBytes || n > r.cfg.MaxChunks {
+		return fmt.Errorf("volume %q: offer of %d bytes in %d chunks exceeds the limits (%d bytes, %d chunks): %w", v.Name, total, n, r.cfg.MaxBatchBytes, r.cfg.MaxChunks, ErrBadOffer)
+	}
+	return nil
+}
+
+// Batch is one batch being applied. Its methods are not safe for
+// concurrent use.
+type Batch struct {
+	r        *Receiver
+	v        *recvVolume
+	offer    *Offer
+	id       uint64
+	chunks   []Chunk
+	ranges   []pebble.ByteRange
+	missing  []bool
+	got      []bool
+	dups     map[int][]int  // missing chunk -> later chunks with the same id
+	blocks   map[int][]bool // missing chunk -> blocks asked for
+	retry    []int          // patched chunks that did not verify
+	pending  int
+	wrote    bool
+	finished bool
+}
+
+// Begin validates an offer from peer, durably marks its ranges applying,
+// copies the chunks the replica already holds elsewhere, and returns the
+// batch and the chunks the sender must send. It waits for any other batch of
+// the same volume to finish.
+func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Need, error) {
+	v, err := r.volume(peer, o.Volume)
+	if err != nil {
+		return nil, Need{}, err
+	}
+	if err := r.validate(v, o); err != nil {
+		r.log.Warn("refused offer", "volume", o.Volume, "peer", peer, "err", err)
+		return nil, Need{}, err
+	}
+	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}, blocks: map[int][]bool{}}
+	for _, rg := range o.Ranges {
+		b.ranges = append(b.ranges, pebble.ByteRange{Start: rg.Start, End: rg.End})
+		b.chunks = append(b.chunks, rg.Chunks...)
+	}
+	if err := v.acquire(ctx, b.id, b.ranges); err != nil {
+		return nil, Need{}, fmt.Errorf("volume %q busy: %w", o.Volume, err)
+	}
+	b.missing = make([]bool, len(b.chunks))
+	b.got = make([]bool, len(b.chunks))
+	need, err := b.plan()
+	if err != nil {
+		b.Abort()
+		return nil, Need{}, err
+	}
+	return b, need, nil
+}
+
+func overlap(a, b []pebble.ByteRange) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Start < y.End && y.Start < x.End {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// acquire waits until no batch in flight overlaps ranges, then registers
+// batch id with them.
+func (v *recvVolume) acquire(ctx context.Context, id uint64, ranges []pebble.ByteRange) error {
+	for {
+		v.imu.Lock()
+		busy := false
+		for _, rs := range v.inflight {
+			if overlap(rs, ranges) {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			v.inflight[id] = ranges
+			v.imu.Unlock()
+			return nil
+		}
+		ch := v.released
+		v.imu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (v *recvVolume) releaseBatch(id uint64) {
+	v.imu.Lock()
+	delete(v.inflight, id)
+	close(v.released)
+	v.released = make(chan struct{})
+	v.imu.Unlock()
+}
+
+// inFlight reports whether c overlaps a range some batch in flight (this
+// one included) may be writing: such bytes are no copy source.
+func (b *Batch) inFlight(c pebble.ReplicaChunk) bool {
+	cr := []pebble.ByteRange{{Start: c.Offset, End: c.End()}}
+	b.v.imu.Lock()
+	defer b.v.imu.Unlock()
+	for _, rs := range b.v.inflight {
+		if overlap(rs, cr) {
+			return true
+		}
+	}
+	return false
+}
+
+// plan marks the batch applying and decides, chunk by chunk, whether it is
+// present, can be copied locally, or is missing.
+func (b *Batch) plan() (Need, error) {
+	st, name := b.r.cfg.Store, b.v.Name
+	if err := st.MarkApplying(name, b.id, b.ranges); err != nil {
+		return Need{}, err
+	}
+	have := map[uint64]pebble.ReplicaChunk{}
+	var haveList []pebble.ReplicaChunk // ascending offsets (ranges are sorted)
+	for _, rg := range b.ranges {
+		err := st.ChunksIn(name, rg.Start, rg.End, func(c pebble.ReplicaChunk) error {
+			have[c.Offset] = c
+			haveList = append(haveList, c)
+			return nil
+		})
+		if err != nil {
+			return Need{}, err
+		}
+	}
+	finder, err := st.NewChunkFinder(name)
+	if err != nil {
+		return Need{}, err
+	}
+	defer finder.Close()
+	need := Need{Missing: b.missing}
+	firstMissing := map[ID]int{}
+	var buf []byte
+	for i, c := range b.chunks {
+		if h, ok := have[c.Offset]; ok && h.Length == c.Length && ID(h.ID) == c.ID {
+			need.Present++
+			continue
+		}
+		if j, ok := firstMissing[c.ID]; ok {
+			b.dups[j] = append(b.dups[j], i)
+			continue
+		}
+		src, ok, err := finder.Find(c.ID, b.inFlight)
+		if err != nil {
+			return Need{}, err
+		}
+		if ok && src.Length == c.Length {
+			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
+			if _, err := b.v.Image.ReadAt(buf, int64(src.Offset)); err == nil && Sum(buf) == c.ID {
+				if err := b.write(buf, c.Offset); err != nil {
+					return Need{}, err
+				}
+				need.Copied++
+				continue
+			}
+			b.r.log.Warn("indexed chunk does not match the image; asking the sender", "volume", name, "offset", src.Offset)
+		}
+		b.missing[i] = true
+		firstMissing[c.ID] = i
+		b.pending++
+		if len(c.Blocks) > 0 && overlapsAny(haveList, c) {
+			// The replica held older data here: ask only for changed blocks.
+			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
+			if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err == nil {
+				mine := blockhash.BlockFingerprints(c.Offset, buf)
+				mask := make([]bool, len(mine))
+				changed := 0
+				for k := range mine {
+					if mine[k] != c.Blocks[k] {
+						mask[k] = true
+						changed++
+					}
+				}
+				if changed < len(mine) {
+					b.blocks[i] = mask
+				}
+			}
+		}
+	}
+	need.Blocks = b.blocks
+	return need, nil
+}
+
+// overlapsAny reports whether an indexed chunk of have (ascending offsets,
+// non-overlapping) overlaps c.
+func overlapsAny(have []pebble.ReplicaChunk, c Chunk) bool {
+	i := sort.Search(len(have), func(i int) bool { return have[i].End() > c.Offset })
+	return i < len(have) && have[i].Offset < c.End()
+}
+
+// blockCount returns how many volume-aligned 4 KiB blocks c touches.
+func blockCount(c Chunk) uint64 {
+	return (c.End()-1)/blockhash.BlockSize - c.Offset/blockhash.BlockSize + 1
+}
+
+func (b *Batch) write(data []byte, off uint64) error {
+	b.wrote = true
+	if _, err := b.v.Image.WriteAt(data, int64(off)); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("volume %q: write at %d: %w: %w", b.v.Name, off, ErrNoSpace, err)
+		}
+		return fmt.Errorf("volume %q: write at %d: %w", b.v.Name, off, err)
+	}
+	return nil
+}
+
+// Put takes a run of chunks i, i+1, ... of one range, back to back in
+// data. It verifies every chunk's length and BLAKE3-256 id before writing
+// any of them, then writes the run at its offset (and copies of its chunks
+// to later chunks of the batch with the same id).
+func (b *Batch) Put(i uint32, data []byte) error {
+	first := int(i)
+	if first >= len(b.chunks) {
+		return fmt.Errorf("volume %q: chunk %d of %d: %w", b.v.Name, i, len(b.chunks), ErrProtocol)
+	}
+	n := 0
+	for pos := 0; pos < len(data); n++ {
+		j := first + n
+		if j >= len(b.chunks) || !b.missing[j] || b.got[j] || (n > 0 && b.chunks[j].Offset != b.chunks[j-1].End()) {
+			return fmt.Errorf("volume %q: chunk %d was not requested, came twice, or does not continue the run: %w", b.v.Name, j, ErrProtocol)
+		}
+		c := b.chunks[j]
+		if b.blocks[j] != nil {
+			return fmt.Errorf("volume %q: chunk %d was asked for by blocks: %w", b.v.Name, j, ErrProtocol)
+		}
+		if uint64(len(data)-pos) < uint64(c.Length) {
+			return fmt.Errorf("volume %q: chunk %d at %d: %d bytes left in the run, offer said %d: %w", b.v.Name, j, c.Offset, len(data)-pos, c.Length, ErrChunkSize)
+		}
+		if Sum(data[pos:pos+int(c.Length)]) != c.ID {
+			return fmt.Errorf("volume %q: chunk %d at %d: %w", b.v.Name, j, c.Offset, ErrHashMismatch)
+		}
+		pos += int(c.Length)
+	}
+	if n == 0 {
+		return fmt.Errorf("volume %q: empty run at chunk %d: %w", b.v.Name, i, ErrChunkSize)
+	}
+	if err := b.write(data, b.chunks[first].Offset); err != nil {
+		return err
+	}
+	pos := 0
+	for j := first; j < first+n; j++ {
+		c := b.chunks[j]
+		for _, k := range b.dups[j] {
+			if err := b.write(data[pos:pos+int(c.Length)], b.chunks[k].Offset); err != nil {
+				return err
+			}
+		}
+		pos += int(c.Length)
+		b.got[j] = true
+		b.pending--
+	}
+	return nil
+}
+
+// PutBlocks takes the blocks of chunk i that Need.Blocks asked for, back to
+// back, patches them into the replica's old bytes of the chunk and writes
+// the result if it hashes to the chunk's id. If it does not (the old bytes
+// were not what their fingerprints suggested), the chunk is put on the
+// retry list: Retry hands it back to be sent whole.
+func (b *Batch) PutBlocks(i uint32, data []byte) error {
+	j := int(i)
+	if j >= len(b.chunks) || b.blocks[j] == nil || b.got[j] {
+		return fmt.Errorf("volume %q: chunk %d was not asked for by blocks, or came twice: %w", b.v.Name, i, ErrProtocol)
+	}
+	c := b.chunks[j]
+	buf := make([]byte, c.Length)
+	if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err != nil {
+		return fmt.Errorf("volume %q: read old chunk at %d: %w", b.v.Name, c.Offset, err)
+	}
+	pos := 0
+	bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
+	for k, want := range b.blocks[j] {
+		if !want {
+			continue
+		}
+		lo, hi := blockhash.BlockRange(bc, k)
+		n := int(hi - lo)
+		if len(data)-pos < n {
+			return fmt.Errorf("volume %q: chunk %d: blocks short by %d bytes: %w", b.v.Name, i, n-(len(data)-pos), ErrChunkSize)
+		}
+		copy(buf[lo-c.Offset:], data[pos:pos+n])
+		pos += n
+	}
+	if pos != len(data) {
+		return fmt.Errorf("volume %q: chunk %d: %d bytes of blocks past the requested ones: %w", b.v.Name, i, len(data)-pos, ErrChunkSize)
+	}
+	b.blocks[j] = nil
+	if Sum(buf) != c.ID {
+		b.retry = append(b.retry, j)
+		return nil
+	}
+	for _, k := range append([]int{j}, b.dups[j]...) {
+		if err := b.write(buf, b.chunks[k].Offset); err != nil {
+			return err
+		}
+	}
+	b.got[j] = true
+	b.pending--
+	return nil
+}
+
+// Retry returns, once, the chunks patched from blocks that did not verify;
+// the sender must send them whole before the batch can commit.
+func (b *Batch) Retry() []int {
+	r := b.retry
+	b.retry = nil
+	return r
+}
+
+// Commit syncs the image, commits the new index and clears the applying
+// marker, then returns the acknowledgement, with the root over the whole
+// chunk list if wantRoot. Only its success makes the batch durable.
+func (b *Batch) Commit(wantRoot bool) (Ack, error) {
+	if b.finished {
+		return Ack{}, fmt.Errorf("volume %q: batch finished twice: %w", b.v.Name, ErrProtocol)
+	}
+	if b.pending != 0 {
+		err := fmt.Errorf("volume %q: batch done with %d chunks still missing: %w", b.v.Name, b.pending, ErrProtocol)
+		b.Abort()
+		return Ack{}, err
+	}
+	defer b.release()
+	if err := b.v.Image.Sync(); err != nil {
+		b.abortLocked()
+		if errors.Is(err, syscall.ENOSPC) {
+			return Ack{}, fmt.Errorf("volume %q: sync: %w: %w", b.v.Name, ErrNoSpace, err)
+		}
+		return Ack{}, fmt.Errorf("volume %q: sync: %w", b.v.Name, err)
+	}
+	idx := make([]pebble.ReplicaChunk, len(b.chunks))
+	for i, c := range b.chunks {
+		idx[i] = pebble.ReplicaChunk{Offset: c.Offset, Length: c.Length, ID: c.ID}
+	}
+	st := b.r.cfg.Store
+	if err := st.CommitApplied(b.v.Name, b.id, b.ranges, idx); err != nil {
+		b.abortLocked()
+		return Ack{}, err
+	}
+	b.v.mu.Lock()
+	stored := b.v.stored
+	b.v.mu.Unlock()
+	if !stored {
+		// The first commit fixes the replica's shape for good.
+		p := b.offer.Params
+		if err := st.SetMeta(b.v.Name, pebble.ReplicaMeta{Size: b.v.Size, Algorithm: p.Algorithm, Min: p.Min, Avg: p.Avg, Max: p.Max}); err != nil {
+			return Ack{}, err
+		}
+		b.v.mu.Lock()
+		b.v.params, b.v.stored = p, true
+		b.v.mu.Unlock()
+	}
+	if !wantRoot {
+		return Ack{}, nil
+	}
+	info, err := b.r.root(b.v)
+	if err != nil {
+		return Ack{}, err
+	}
+	return Ack{Root: info.Root, Chunks: info.Chunks, HasRoot: true}, nil
+}
+
+// Abort ends a batch without committing it. If anything was written, the
+// index entries of its ranges are dropped and its marker stays, so status
+// shows the replica as not clean until a later batch covers the ranges.
+func (b *Batch) Abort() {
+	if b.finished {
+		return
+	}
+	defer b.release()
+	b.abortLocked()
+}
+
+func (b *Batch) abortLocked() {
+	if b.wrote {
+		if err := b.r.cfg.Store.DropApplied(b.v.Name, b.ranges); err != nil {
+			b.r.log.Error("drop index of aborted batch", "volume", b.v.Name, "err", err)
+		}
+	} else if err := b.r.cfg.Store.CommitApplied(b.v.Name, b.id, nil, nil); err != nil {
+		// Nothing written: the marker can simply go.
+		b.r.log.Error("clear marker of aborted batch", "volume", b.v.Name, "err", err)
+	}
+}
+
+func (b *Batch) release() {
+	if !b.finished {
+		b.finished = true
+		b.v.releaseBatch(b.id)
+	}
+}

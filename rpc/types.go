@@ -1,0 +1,99 @@
+package rpc
+
+import (
+	"encoding/hex"
+)
+
+// ID is a chunk's identity: its BLAKE3-256 digest.
+type ID [32]byte
+
+// String returns the id in hex.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Chunk is one chunk of the source volume.
+type Chunk struct {
+	Offset uint64
+	Length uint32
+	ID     ID
+	// Blocks optionally holds the XXH64 fingerprints of the chunk's
+	// volume-aligned 4 KiB blocks (blockhash.BlockFingerprints).
+	Blocks []uint64
+}
+
+// End returns the offset just past the chunk.
+func (c Chunk) End() uint64 { return c.Offset + uint64(c.Length) }
+
+// Range is a changed byte range [Start, End) and the chunks that tile it.
+type Range struct {
+	Start, End uint64
+	Chunks     []Chunk
+}
+
+// ChunkParams names the chunker that cut a volume; peers must agree.
+type ChunkParams struct {
+	Algorithm     string
+	Min, Avg, Max uint32
+}
+
+// Offer opens a batch: the new chunk list of the changed ranges.
+type Offer struct {
+	Volume     string
+	VolumeSize uint64
+	Params     ChunkParams
+	Batch      uint64
+	Ranges     []Range
+}
+
+// NumChunks returns the number of chunks across all ranges.
+func (o *Offer) NumChunks() int {
+	n := 0
+	for _, r := range o.Ranges {
+		n += len(r.Chunks)
+	}
+	return n
+}
+
+// Need is the receiver's answer to an Offer.
+type Need struct {
+	// Missing[i] is true for each chunk (numbered across ranges) the sender
+	// must send.
+	Missing []bool
+	// Blocks, for some missing chunks, says which of the chunk's blocks
+	// to send (SendBlocks) instead of the whole chunk.
+	Blocks map[int][]bool
+	// Copied counts chunks the receiver copied from elsewhere in its image;
+	// Present counts chunks it already held at their offset.
+	Copied, Present int
+}
+
+// Count returns the number of missing chunks.
+func (n Need) Count() int {
+	c := 0
+	for _, m := range n.Missing {
+		if m {
+			c++
+		}
+	}
+	return c
+}
+
+// Ack is the receiver's durable acknowledgement of a batch.
+type Ack struct {
+	// HasRoot says Root and Chunks are set (the sender asked for them).
+	HasRoot bool
+	Root    ID
+	Chunks  uint64
+}
+
+// RootInfo describes a receiver's replica of a volume.
+type RootInfo struct {
+	Root       ID
+	Chunks     uint64
+	VolumeSize uint64
+	// Applying is true while a batch is half applied: the replica is not
+	// clean.
+	Applying bool
+	// MerkleRoot is the root of blockhash's Merkle tree over the chunk
+	// list (zero for an empty list).
+	MerkleRoot ID
+}
