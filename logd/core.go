@@ -32,7 +32,8 @@ type Core struct {
 	critical bool      // dirty changes whose loss could lose a write (marks, out-of-sync bits)
 	inReady  bool
 
-	ticks, lastSync uint64 // logical clock (Tick) and its value at the last sync
+	ticks, lastCheckpoint uint64 // logical clock (Tick) and its value at the last checkpoint
+	exact                 bool   // the next synced Ready writes the marked set exactly (CLEARs too)
 }
 
 // CheckpointTicks is how many Ticks changes that need no sync of their own
@@ -48,8 +49,12 @@ func (c *Core) Tick() {
 		panic("logd: Tick between Ready and Advance")
 	}
 	c.ticks++
-	if c.ticks-c.lastSync >= CheckpointTicks {
+	for _, v := range c.vols {
+		c.expireStale(v)
+	}
+	if c.ticks-c.lastCheckpoint >= CheckpointTicks {
 		c.Checkpoint()
+		c.lastCheckpoint = c.ticks
 	}
 }
 
@@ -144,9 +149,12 @@ func (c *Core) Step(m *Message) {
 		}
 		if v.inSync.set(r, in) {
 			c.touchChunk(v, &v.dirtyInSync, r/ChunkBits)
+			// Critical both ways: after a daemon restart the kernel trusts
+			// our in-sync answers, and a region it recovered but we call
+			// out of sync would get writes on one leg only.
+			c.critical = true
 			if !in {
 				v.syncHint = min(v.syncHint, r)
-				c.critical = true
 			}
 		}
 		c.reply(m, 0)
@@ -167,8 +175,7 @@ func (c *Core) Step(m *Message) {
 		c.needSync = true
 		c.reply(m, 0)
 	case ReqResume:
-		c.resume(v)
-		c.reply(m, 0)
+		c.resume(m, v)
 	case ReqDtr:
 		c.dtr(m, v)
 	default:
@@ -215,6 +222,9 @@ func (c *Core) mark(v *volume, r uint64) {
 	if v.marked.set(r, true) {
 		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
 	}
+	if v.stale.n > 0 {
+		v.stale.set(r, false) // written again: a live mark
+	}
 	_, was := v.pending[r]
 	// The write is safe once the region is durably marked and pending; a
 	// newer generation need not be durable (Restore skips a whole epoch of
@@ -232,6 +242,9 @@ func (c *Core) mark(v *volume, r uint64) {
 
 // clear records a CLEAR: the legs agree. The region stays pending.
 func (c *Core) clear(v *volume, r uint64) {
+	if v.stale.n > 0 {
+		v.stale.set(r, false)
+	}
 	if v.marked.set(r, false) {
 		c.touchChunk(v, &v.dirtyMarked, r/ChunkBits)
 		if _, ok := v.pending[r]; ok {
@@ -243,8 +256,26 @@ func (c *Core) clear(v *volume, r uint64) {
 // resume makes every region still marked (writes that were in flight when
 // the machine or the daemon stopped) out of sync, so the kernel resyncs it;
 // the kernel's recovery then CLEARs it. Pending entries stay.
-func (c *Core) resume(v *volume) {
+func (c *Core) resume(m *Message, v *volume) {
 	v.suspended = false
+	if v.reconnecting {
+		// The kernel lost its daemon, not its state: its region hash and
+		// in-sync view stand (and it does not reset its in_sync_hint, so
+		// regions made out of sync now would never be recovered, and writes
+		// to them would go to one leg only). Marks still set may be stale
+		// (their CLEARs were lost): they expire unless re-MARKed.
+		v.reconnecting = false
+		if v.marked.ones > 0 {
+			v.stale = newBitset(v.meta.Regions)
+			copy(v.stale.words, v.marked.words)
+			v.stale.ones = v.marked.ones
+			v.staleDeadline = c.ticks + StaleMarkTicks
+			c.note(m, NoteInfo, fmt.Sprintf("kernel reconnected: %d marked regions expire in %d ticks unless written",
+				v.marked.ones, StaleMarkTicks))
+		}
+		c.reply(m, 0)
+		return
+	}
 	v.resyncCursor = 0
 	for r := v.marked.nextSet(0); r < v.meta.Regions; r = v.marked.nextSet(r + 1) {
 		if v.inSync.set(r, false) {
@@ -254,6 +285,23 @@ func (c *Core) resume(v *volume) {
 		}
 	}
 	c.needSync = true
+	c.reply(m, 0)
+}
+
+// StaleMarkTicks is how long marks found at a kernel reconnect stay set: a
+// write in flight across the daemon's restart has long completed (and been
+// CLEARed) by then.
+const StaleMarkTicks = 30
+
+// expireStale clears the volume's stale marks once their deadline passed.
+func (c *Core) expireStale(v *volume) {
+	if v.stale.n == 0 || c.ticks < v.staleDeadline {
+		return
+	}
+	for r := v.stale.nextSet(0); r < v.stale.n; r = v.stale.nextSet(r + 1) {
+		c.clear(v, r)
+	}
+	v.stale = bitset{}
 }
 
 func (c *Core) dtr(m *Message, v *volume) {

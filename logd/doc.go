@@ -6,4 +6,32 @@
 // The core is a pure state machine: decoded requests in, replies and a batch
 // of state changes out. The netlink transport and Pebble persistence are thin
 // shells around it.
+//
+//	codec.go, payload.go   wire format: nlmsghdr + cn_msg + dm_ulog_request
+//	ctrargs.go             CTR arguments and their validation
+//	core.go, volume.go     Core: Step, Ready/Advance, Tick (no I/O, no clock)
+//	snapshot.go            Restore from the store; replicator queries
+//	server.go, store.go    the shell: commit (sync) before replying; Replicator
+//	connector_linux.go     the NETLINK_CONNECTOR socket
+//	kerneltest/            a fake kernel speaking the wire format
+//	testdata/*.txt         datadriven traces of request sequences
+//
+// # Durability
+//
+// A FLUSH is answered only after every region MARKed before it is durably
+// marked and pending; in-sync bit changes are synced by the next FLUSH too.
+// CLEARs stay in memory until a sync happens anyway or a checkpoint every
+// CheckpointTicks ticks, so a re-MARK of a region still marked on disk needs
+// no sync. After a
+// crash of the machine, the table load's RESUME makes every region still
+// marked on disk out of sync, and the kernel resyncs it.
+//
+// # Restarts of the daemon alone
+//
+// A restored log answers -ESRCH until the kernel reconnects: it re-sends CTR
+// (with a trailing NUL, unlike a table load) and RESUME. The kernel keeps its
+// own region state then, so that RESUME changes no in-sync bit; marks whose
+// CLEAR was lost expire after StaleMarkTicks unless the region is written
+// again. Generations jump to a new epoch at every restore, so a replicator
+// never sees one reused.
 package logd

@@ -19,7 +19,7 @@ func (c *Core) PendAll(uuid string) error {
 		v.pending[r] = v.meta.NextGen
 		c.touchPending(v, r)
 	}
-	c.needSync = true
+	c.needSync, c.critical = true, true
 	c.notify(v)
 	return nil
 }

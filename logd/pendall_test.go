@@ -14,7 +14,7 @@ import (
 // newer than any before, survives a restart, and makes a replication
 // recorded with an older generation fail.
 func TestPendAllDurable(t *testing.T) {
-	fs := vfs.NewMem()
+	fs := vfs.NewCrashableMem()
 	d := startDaemon(t, fs, nil)
 	ctx := context.Background()
 	check(t)(d.k.Do(ctx, "vol", 1, logd.ReqCtr, []byte("8192 core 1024 nosync"))) // 8 regions
@@ -31,12 +31,13 @@ func TestPendAllDurable(t *testing.T) {
 	if err := d.srv.PendAll("vol"); err != nil {
 		t.Fatal(err)
 	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{}) // only what was synced
 	if ok, _ := d.srv.Replicated("vol", 2, before[0].Gen); ok {
 		t.Fatal("a replication with the generation from before PendAll was accepted")
 	}
 	d.close(t)
 
-	d = startDaemon(t, fs, nil)
+	d = startDaemon(t, crashed, nil)
 	defer d.close(t)
 	after, err := d.srv.Pending("vol")
 	if err != nil || len(after) != 8 {

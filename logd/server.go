@@ -23,6 +23,9 @@ type Conn interface {
 	Close() error
 }
 
+// LevelTrace logs every request and reply (--log-level DEBUG-4).
+const LevelTrace = slog.LevelDebug - 4
+
 // ErrStore wraps a failed commit: the in-memory state is ahead of the disk
 // and the server stops; a restart recovers from the store, and the kernel
 // re-sends the unanswered requests.
@@ -46,6 +49,7 @@ type Server struct {
 	drops    int
 	// served counts requests by type, for the shutdown summary.
 	served [256]uint64
+	trace  bool // log every request and reply (LevelTrace)
 	// Time accounting for the shutdown summary.
 	cycles, syncs  uint64
 	busy, syncTime time.Duration
@@ -70,7 +74,7 @@ func NewServer(store Store, log *slog.Logger) (*Server, error) {
 		log.Info("recovered log", "uuid", s.UUID, "regions", s.Meta.Regions,
 			"region_sectors", s.Meta.RegionSectors, "pending", len(s.Pending))
 	}
-	s := &Server{log: log, store: store, core: c}
+	s := &Server{log: log, store: store, core: c, trace: log.Enabled(context.Background(), LevelTrace)}
 	if err := s.readyLocked(nil); err != nil { // persist the restored generation epoch
 		return nil, err
 	}
@@ -166,6 +170,11 @@ func (s *Server) handle(conn Conn, dgrams [][]byte) error {
 				continue
 			}
 			s.served[m.Req.Type()]++
+			if s.trace {
+				s.log.Log(context.Background(), LevelTrace, "request", "type", m.Req.Type().String(),
+					"seq", m.Req.Seq, "cn_seq", m.CnSeq, "uuid", string(m.Req.UUIDBytes()), "luid", m.Req.Luid,
+					"data", len(m.Req.Data))
+			}
 			s.core.Step(&m)
 		}
 	}
@@ -196,6 +205,10 @@ func (s *Server) readyLocked(conn Conn) error {
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
 		var err error
+		if s.trace {
+			s.log.Log(context.Background(), LevelTrace, "reply", "type", r.Msg.Req.Type().String(),
+				"seq", r.Msg.Req.Seq, "cn_seq", r.Msg.CnSeq, "error", r.Msg.Req.Error, "data", len(r.Data()))
+		}
 		s.out, err = r.Append(s.out[:0])
 		if err == nil && conn != nil {
 			err = conn.Send(s.out)

@@ -40,6 +40,7 @@ func (e *traceEnv) parseReq(line string) (Message, error) {
 	cmd, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	uuid, luid := "A", uint64(1)
 	var data []byte
+	nul := false
 	t, ok := traceTypes[cmd]
 	if !ok && cmd != "raw" {
 		return m, fmt.Errorf("unknown command %q", cmd)
@@ -69,6 +70,8 @@ func (e *traceEnv) parseReq(line string) (Message, error) {
 		case "type":
 			n, _ := strconv.ParseUint(v, 10, 32)
 			t = RequestType(n)
+		case "nul": // the kernel's reconnect CTR ends in a NUL
+			nul = true
 		case "hex":
 			b, err := hex.DecodeString(v)
 			if err != nil {
@@ -78,6 +81,9 @@ func (e *traceEnv) parseReq(line string) (Message, error) {
 		default:
 			return m, fmt.Errorf("unknown key %q", k)
 		}
+	}
+	if nul {
+		data = append(data, 0)
 	}
 	e.seq++
 	m.CnSeq = e.seq

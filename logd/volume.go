@@ -14,6 +14,10 @@ type volume struct {
 	attached  bool     // serving requests (false after the last DTR)
 	suspended bool
 
+	reconnecting  bool   // CTR was the kernel's reconnect (trailing NUL): the next RESUME keeps state
+	stale         bitset // marks found at a reconnect, cleared at staleDeadline unless re-MARKed
+	staleDeadline uint64
+
 	inSync  bitset            // bit set: legs known equal
 	marked  bitset            // bit set: MARKed, not yet CLEARed
 	pending map[uint64]uint64 // region -> generation, until Replicated
@@ -68,7 +72,7 @@ func (c *Core) ctr(m *Message) {
 			c.touchMeta(v)
 			c.critical = true
 		}
-		if a.Sync == SyncForce && !slices.Contains(v.luids, m.Req.Luid) {
+		if a.Sync == SyncForce && !isReconnect(m) && !slices.Contains(v.luids, m.Req.Luid) {
 			c.fillInSync(v, false)
 		}
 	} else {
@@ -82,9 +86,20 @@ func (c *Core) ctr(m *Message) {
 	if !slices.Contains(v.luids, m.Req.Luid) {
 		v.luids = append(v.luids, m.Req.Luid)
 	}
+	if isReconnect(m) {
+		v.reconnecting = true
+	}
 	v.attached = true
 	c.needSync = true
 	c.reply(m, 0) // no data: data would name a log device
+}
+
+// isReconnect reports whether a CTR is the kernel's reconnect
+// (userspace_do_request after -ESRCH), which sends the CTR string with its
+// NUL; a table load sends it without.
+func isReconnect(m *Message) bool {
+	d := m.Req.Data
+	return len(d) > 0 && d[len(d)-1] == 0
 }
 
 func (c *Core) fillInSync(v *volume, in bool) {
@@ -150,10 +165,15 @@ func (c *Core) Ready() Ready {
 	rd := c.rd
 	rd.MustSync = c.needSync && c.critical
 	if rd.MustSync {
+		keep := c.dirty[:0]
 		for _, v := range c.dirty {
-			c.rd.Changes = v.appendChanges(c.rd.Changes)
+			c.rd.Changes = v.appendChanges(c.rd.Changes, c.exact)
+			if v.inDirty {
+				keep = append(keep, v)
+			}
 		}
-		c.dirty = c.dirty[:0]
+		clear(c.dirty[len(keep):])
+		c.dirty = keep
 		rd.Changes = c.rd.Changes
 	}
 	return rd
@@ -163,7 +183,7 @@ func (c *Core) Ready() Ready {
 // shutdown).
 func (c *Core) Checkpoint() {
 	if len(c.dirty) > 0 {
-		c.needSync, c.critical = true, true
+		c.needSync, c.critical, c.exact = true, true, true
 	}
 }
 
@@ -172,7 +192,10 @@ func (c *Core) Checkpoint() {
 func (c *Core) Advance(rd Ready) {
 	if rd.MustSync {
 		c.critical = false
-		c.lastSync = c.ticks
+		if c.exact {
+			c.lastCheckpoint = c.ticks
+		}
+		c.exact = false
 	}
 	c.needSync = false
 	clear(c.rd.Replies)
@@ -184,7 +207,7 @@ func (c *Core) Advance(rd Ready) {
 
 // appendChanges materialises the volume's dirty keys in key order and
 // resets its dirty sets.
-func (v *volume) appendChanges(dst []Change) []Change {
+func (v *volume) appendChanges(dst []Change, exact bool) []Change {
 	if v.dirtyMeta {
 		dst = append(dst, Change{Kind: ChangeVolume, UUID: v.uuid, Meta: v.meta})
 	}
@@ -192,18 +215,42 @@ func (v *volume) appendChanges(dst []Change) []Change {
 		dst = append(dst, Change{Kind: ChangeInSync, UUID: v.uuid, Chunk: ch, Words: slices.Clone(v.inSync.chunk(ch))})
 	}
 	for _, ch := range sortedKeys(v.dirtyMarked) {
-		w := slices.Clone(v.marked.chunk(ch))
-		dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
-		v.durMarked.load(ch, w) // changes are handed out only in a synced Ready
+		// Changes are handed out only in a synced Ready, so what is written
+		// here is what the store holds after it.
+		cur := v.marked.chunk(ch)
+		if exact {
+			w := slices.Clone(cur)
+			dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+			v.durMarked.load(ch, w)
+			delete(v.dirtyMarked, ch)
+			continue
+		}
+		// Outside a checkpoint only new marks are written: a CLEAR written
+		// now would make the region's next MARK need a sync of its own.
+		dur := v.durMarked.chunk(ch)
+		w := make([]uint64, len(cur))
+		newBits, clears := false, false
+		for i := range cur {
+			w[i] = cur[i] | dur[i]
+			newBits = newBits || w[i] != dur[i]
+			clears = clears || w[i] != cur[i]
+		}
+		if newBits {
+			dst = append(dst, Change{Kind: ChangeMarked, UUID: v.uuid, Chunk: ch, Words: w})
+			v.durMarked.load(ch, w)
+		}
+		if !clears {
+			delete(v.dirtyMarked, ch)
+		}
 	}
 	for _, r := range sortedKeys(v.dirtyPending) {
 		g := v.pending[r]
 		dst = append(dst, Change{Kind: ChangePending, UUID: v.uuid, Region: r, Gen: g})
 		v.durPending.set(r, g != 0)
 	}
-	v.inDirty, v.dirtyMeta = false, false
+	v.dirtyMeta = false
+	v.inDirty = len(v.dirtyMarked) > 0 // CLEARs kept for the next checkpoint
 	clear(v.dirtyInSync)
-	clear(v.dirtyMarked)
 	clear(v.dirtyPending)
 	return dst
 }
