@@ -113,6 +113,9 @@ func runVerify(ctx context.Context, g *globalOptions, args []string, stdout, std
 		fmt.Fprintln(stdout, "equal")
 		return nil
 	}
+	for _, d := range r.GetDiffer() {
+		fmt.Fprintf(stdout, "differs: bytes [%d, %d) (%s)\n", d.GetOffset(), d.GetOffset()+d.GetLength(), dmtarget.FormatSize(d.GetLength()))
+	}
 	if r.GetReplicaApplying() {
 		return fmt.Errorf("%s: the replica is applying a batch; verify again when `dmsync wait %s` returns", pos[0], pos[0])
 	}

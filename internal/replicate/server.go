@@ -143,9 +143,13 @@ func (s *Server) Verify(ctx context.Context, req *replpb.VerifyRequest) (*replpb
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &replpb.VerifyResponse{
+	r := &replpb.VerifyResponse{
 		SourceRoot: v.Source.Root[:], ReplicaRoot: v.Replica.Root[:],
 		SourceChunks: v.Source.Chunks, ReplicaChunks: v.Replica.Chunks,
 		Equal: v.Equal, ReplicaApplying: v.Replica.Applying,
-	}, nil
+	}
+	for _, d := range v.Differ {
+		r.Differ = append(r.Differ, &replpb.ByteRange{Offset: d.Off, Length: d.Len})
+	}
+	return r, nil
 }

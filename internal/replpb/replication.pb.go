@@ -1040,6 +1040,7 @@ type VerifyResponse struct {
 	ReplicaChunks   uint64                 `protobuf:"varint,4,opt,name=replica_chunks,json=replicaChunks,proto3" json:"replica_chunks,omitempty"`
 	Equal           bool                   `protobuf:"varint,5,opt,name=equal,proto3" json:"equal,omitempty"`
 	ReplicaApplying bool                   `protobuf:"varint,6,opt,name=replica_applying,json=replicaApplying,proto3" json:"replica_applying,omitempty"`
+	Differ          []*ByteRange           `protobuf:"bytes,7,rep,name=differ,proto3" json:"differ,omitempty"` // found by descending both Merkle trees
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1116,6 +1117,65 @@ func (x *VerifyResponse) GetReplicaApplying() bool {
 	return false
 }
 
+func (x *VerifyResponse) GetDiffer() []*ByteRange {
+	if x != nil {
+		return x.Differ
+	}
+	return nil
+}
+
+type ByteRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteRange) Reset() {
+	*x = ByteRange{}
+	mi := &file_replication_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteRange) ProtoMessage() {}
+
+func (x *ByteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_replication_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
+func (*ByteRange) Descriptor() ([]byte, []int) {
+	return file_replication_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ByteRange) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ByteRange) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 var File_replication_proto protoreflect.FileDescriptor
 
 const file_replication_proto_rawDesc = "" +
@@ -1189,7 +1249,7 @@ const file_replication_proto_rawDesc = "" +
 	"\x04done\x18\x01 \x01(\bR\x04done\x129\n" +
 	"\x06status\x18\x02 \x01(\v2!.dmsync.replication.v1.SendStatusR\x06status\"'\n" +
 	"\rVerifyRequest\x12\x16\n" +
-	"\x06volume\x18\x01 \x01(\tR\x06volume\"\xe1\x01\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\"\x9b\x02\n" +
 	"\x0eVerifyResponse\x12\x1f\n" +
 	"\vsource_root\x18\x01 \x01(\fR\n" +
 	"sourceRoot\x12!\n" +
@@ -1197,7 +1257,11 @@ const file_replication_proto_rawDesc = "" +
 	"\rsource_chunks\x18\x03 \x01(\x04R\fsourceChunks\x12%\n" +
 	"\x0ereplica_chunks\x18\x04 \x01(\x04R\rreplicaChunks\x12\x14\n" +
 	"\x05equal\x18\x05 \x01(\bR\x05equal\x12)\n" +
-	"\x10replica_applying\x18\x06 \x01(\bR\x0freplicaApplying2\xce\x05\n" +
+	"\x10replica_applying\x18\x06 \x01(\bR\x0freplicaApplying\x128\n" +
+	"\x06differ\x18\a \x03(\v2 .dmsync.replication.v1.ByteRangeR\x06differ\";\n" +
+	"\tByteRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length2\xce\x05\n" +
 	"\vReplication\x12O\n" +
 	"\x04Node\x12\".dmsync.replication.v1.NodeRequest\x1a#.dmsync.replication.v1.NodeResponse\x12X\n" +
 	"\aPeerAdd\x12%.dmsync.replication.v1.PeerAddRequest\x1a&.dmsync.replication.v1.PeerAddResponse\x12[\n" +
@@ -1220,7 +1284,7 @@ func file_replication_proto_rawDescGZIP() []byte {
 	return file_replication_proto_rawDescData
 }
 
-var file_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_replication_proto_goTypes = []any{
 	(*NodeRequest)(nil),       // 0: dmsync.replication.v1.NodeRequest
 	(*NodeResponse)(nil),      // 1: dmsync.replication.v1.NodeResponse
@@ -1241,6 +1305,7 @@ var file_replication_proto_goTypes = []any{
 	(*WaitResponse)(nil),      // 16: dmsync.replication.v1.WaitResponse
 	(*VerifyRequest)(nil),     // 17: dmsync.replication.v1.VerifyRequest
 	(*VerifyResponse)(nil),    // 18: dmsync.replication.v1.VerifyResponse
+	(*ByteRange)(nil),         // 19: dmsync.replication.v1.ByteRange
 }
 var file_replication_proto_depIdxs = []int32{
 	2,  // 0: dmsync.replication.v1.PeerAddRequest.peer:type_name -> dmsync.replication.v1.Peer
@@ -1248,27 +1313,28 @@ var file_replication_proto_depIdxs = []int32{
 	13, // 2: dmsync.replication.v1.StatusResponse.sends:type_name -> dmsync.replication.v1.SendStatus
 	14, // 3: dmsync.replication.v1.StatusResponse.receives:type_name -> dmsync.replication.v1.ReceiveStatus
 	13, // 4: dmsync.replication.v1.WaitResponse.status:type_name -> dmsync.replication.v1.SendStatus
-	0,  // 5: dmsync.replication.v1.Replication.Node:input_type -> dmsync.replication.v1.NodeRequest
-	3,  // 6: dmsync.replication.v1.Replication.PeerAdd:input_type -> dmsync.replication.v1.PeerAddRequest
-	5,  // 7: dmsync.replication.v1.Replication.PeerList:input_type -> dmsync.replication.v1.PeerListRequest
-	7,  // 8: dmsync.replication.v1.Replication.Replicate:input_type -> dmsync.replication.v1.ReplicateRequest
-	9,  // 9: dmsync.replication.v1.Replication.Receive:input_type -> dmsync.replication.v1.ReceiveRequest
-	11, // 10: dmsync.replication.v1.Replication.Status:input_type -> dmsync.replication.v1.StatusRequest
-	15, // 11: dmsync.replication.v1.Replication.Wait:input_type -> dmsync.replication.v1.WaitRequest
-	17, // 12: dmsync.replication.v1.Replication.Verify:input_type -> dmsync.replication.v1.VerifyRequest
-	1,  // 13: dmsync.replication.v1.Replication.Node:output_type -> dmsync.replication.v1.NodeResponse
-	4,  // 14: dmsync.replication.v1.Replication.PeerAdd:output_type -> dmsync.replication.v1.PeerAddResponse
-	6,  // 15: dmsync.replication.v1.Replication.PeerList:output_type -> dmsync.replication.v1.PeerListResponse
-	8,  // 16: dmsync.replication.v1.Replication.Replicate:output_type -> dmsync.replication.v1.ReplicateResponse
-	10, // 17: dmsync.replication.v1.Replication.Receive:output_type -> dmsync.replication.v1.ReceiveResponse
-	12, // 18: dmsync.replication.v1.Replication.Status:output_type -> dmsync.replication.v1.StatusResponse
-	16, // 19: dmsync.replication.v1.Replication.Wait:output_type -> dmsync.replication.v1.WaitResponse
-	18, // 20: dmsync.replication.v1.Replication.Verify:output_type -> dmsync.replication.v1.VerifyResponse
-	13, // [13:21] is the sub-list for method output_type
-	5,  // [5:13] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	19, // 5: dmsync.replication.v1.VerifyResponse.differ:type_name -> dmsync.replication.v1.ByteRange
+	0,  // 6: dmsync.replication.v1.Replication.Node:input_type -> dmsync.replication.v1.NodeRequest
+	3,  // 7: dmsync.replication.v1.Replication.PeerAdd:input_type -> dmsync.replication.v1.PeerAddRequest
+	5,  // 8: dmsync.replication.v1.Replication.PeerList:input_type -> dmsync.replication.v1.PeerListRequest
+	7,  // 9: dmsync.replication.v1.Replication.Replicate:input_type -> dmsync.replication.v1.ReplicateRequest
+	9,  // 10: dmsync.replication.v1.Replication.Receive:input_type -> dmsync.replication.v1.ReceiveRequest
+	11, // 11: dmsync.replication.v1.Replication.Status:input_type -> dmsync.replication.v1.StatusRequest
+	15, // 12: dmsync.replication.v1.Replication.Wait:input_type -> dmsync.replication.v1.WaitRequest
+	17, // 13: dmsync.replication.v1.Replication.Verify:input_type -> dmsync.replication.v1.VerifyRequest
+	1,  // 14: dmsync.replication.v1.Replication.Node:output_type -> dmsync.replication.v1.NodeResponse
+	4,  // 15: dmsync.replication.v1.Replication.PeerAdd:output_type -> dmsync.replication.v1.PeerAddResponse
+	6,  // 16: dmsync.replication.v1.Replication.PeerList:output_type -> dmsync.replication.v1.PeerListResponse
+	8,  // 17: dmsync.replication.v1.Replication.Replicate:output_type -> dmsync.replication.v1.ReplicateResponse
+	10, // 18: dmsync.replication.v1.Replication.Receive:output_type -> dmsync.replication.v1.ReceiveResponse
+	12, // 19: dmsync.replication.v1.Replication.Status:output_type -> dmsync.replication.v1.StatusResponse
+	16, // 20: dmsync.replication.v1.Replication.Wait:output_type -> dmsync.replication.v1.WaitResponse
+	18, // 21: dmsync.replication.v1.Replication.Verify:output_type -> dmsync.replication.v1.VerifyResponse
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_replication_proto_init() }
@@ -1282,7 +1348,7 @@ func file_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_replication_proto_rawDesc), len(file_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
