@@ -11,14 +11,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,80 +29,14 @@ const (
 	regionBytes   = regionSectors * 512
 )
 
-// lockedBuffer is a bytes.Buffer safe for a process writer and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// guestDaemon is a dmsyncd process in the guest.
-type guestDaemon struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	dir    string
-}
-
 // startDmsyncd starts the daemon on stateDir and waits for READY=1.
-func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string, env ...string) *guestDaemon {
+func startDmsyncd(t *testing.T, g *guesttest.G, stateDir string, env ...string) *guesttest.Daemon {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "notify")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	d := &guestDaemon{stderr: &lockedBuffer{}, dir: stateDir}
 	level := "debug"
 	if strings.HasPrefix(t.Name(), "TestKernelKill9") {
 		level = "DEBUG-4" // every request and reply
 	}
-	d.cmd = exec.Command(g.Bin("dmsyncd"), "--state-dir", stateDir, "--log-level", level)
-	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			d.cmd.Process.Kill()
-			d.cmd.Wait()
-		}
-		t.Logf("dmsyncd log:\n%s", d.stderr)
-	})
-	l.SetReadDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 256)
-	n, _, err := l.ReadFromUnix(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1") {
-		t.Fatalf("dmsyncd not ready: %q %v\n%s", buf[:n], err, d.stderr)
-	}
-	return d
-}
-
-// stop sends SIGTERM and expects a clean exit.
-func (d *guestDaemon) stop(t *testing.T) {
-	t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	if err := d.cmd.Wait(); err != nil {
-		t.Fatalf("dmsyncd exit after SIGTERM: %v\n%s", err, d.stderr)
-	}
-}
-
-// kill9 kills the daemon without warning.
-func (d *guestDaemon) kill9() {
-	d.cmd.Process.Kill()
-	d.cmd.Wait()
+	return g.StartDaemon(guesttest.DaemonOptions{StateDir: stateDir, Env: env, Args: []string{"--log-level", level}})
 }
 
 // storedPending opens the (stopped) daemon's store and returns the pending
@@ -213,10 +144,10 @@ func TestKernelUserspaceLogMirror(t *testing.T) {
 	g.Run("umount", mnt)
 	g.Run("dmsetup", "remove", name)
 	legsIdentical(t, a, b)
-	if !strings.Contains(d.stderr.String(), "log destroyed") {
-		t.Errorf("no DTR seen on dmsetup remove:\n%s", d.stderr)
+	if !strings.Contains(d.Log(), "log destroyed") {
+		t.Errorf("no DTR seen on dmsetup remove:\n%s", d.Log())
 	}
-	d.stop(t)
+	d.Stop()
 	p := storedPending(t, state, uuid)
 	if len(p) == 0 {
 		t.Fatal("mkfs and a file write left no pending region")
@@ -255,7 +186,7 @@ func TestKernelPendingExact(t *testing.T) {
 	}
 	g.Run("dmsetup", "remove", name)
 	legsIdentical(t, a, b)
-	d.stop(t)
+	d.Stop()
 	p := storedPending(t, state, uuid)
 	var got, exp []uint64
 	for r := range p {
@@ -285,13 +216,13 @@ func TestKernelBadTable(t *testing.T) {
 		g.Try("dmsetup", "remove", "--force", "t-bad")
 	}
 	for _, reason := range []string{"region size 100 sectors", "region size 4 sectors", "unknown log argument"} {
-		if !strings.Contains(d.stderr.String(), reason) {
+		if !strings.Contains(d.Log(), reason) {
 			t.Errorf("daemon log lacks %q", reason)
 		}
 	}
 	g.Run("dmsetup", "create", "t-good", "--table", mirrorTable("dmsync-good", "core 1024 nosync", a, b))
 	g.Run("dmsetup", "remove", "t-good")
-	d.stop(t)
+	d.Stop()
 }
 
 // TestKernelKill9Restart: the daemon is killed while a writer keeps writing
@@ -340,7 +271,7 @@ func TestKernelKill9Restart(t *testing.T) {
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(written) }
 	time.Sleep(3 * time.Second)
 	before := count()
-	d.kill9()
+	d.Kill9()
 	time.Sleep(time.Second)
 	d = startDmsyncd(t, g, state)
 	// The kernel re-sends what the dead daemon never answered (after its
@@ -362,7 +293,7 @@ func TestKernelKill9Restart(t *testing.T) {
 	t.Logf("after the restart: %s", waitInSync(t, g, name))
 	g.Run("dmsetup", "remove", name)
 	legsIdentical(t, a, b)
-	d.stop(t)
+	d.Stop()
 	p := storedPending(t, state, uuid)
 	for r := range written {
 		if _, ok := p[r]; !ok {
@@ -397,5 +328,5 @@ func TestKernelCryptOnUserspaceLog(t *testing.T) {
 	g.Run("cryptsetup", "close", name+"-plain")
 	g.Run("dmsetup", "remove", name)
 	legsIdentical(t, a, b)
-	d.stop(t)
+	d.Stop()
 }

@@ -58,7 +58,7 @@ func TestKernelPerfLogs(t *testing.T) {
 	}{{"4k-randwrite-qd16", "randwrite", "4k", 16}, {"1m-write-qd4", "write", "1m", 4}}
 	iops := map[string]map[string]float64{}
 	for _, tb := range tables {
-		var d *guestDaemon
+		var d *guesttest.Daemon
 		if tb.daemonEnv != "" {
 			d = startDmsyncd(t, g, stateMnt+"/state", tb.daemonEnv)
 		}
@@ -69,7 +69,7 @@ func TestKernelPerfLogs(t *testing.T) {
 		}
 		g.Run("dmsetup", "remove", "t-perf")
 		if d != nil {
-			d.stop(t)
+			d.Stop()
 		}
 	}
 	for _, j := range jobs {

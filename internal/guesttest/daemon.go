@@ -25,6 +25,8 @@ type DaemonOptions struct {
 	NetNS string
 	// Echo, if set, also receives its log as it is written.
 	Echo io.Writer
+	// Env are extra environment variables (NAME=value).
+	Env []string
 }
 
 // Daemon is a dmsyncd process started by StartDaemon.
@@ -56,7 +58,7 @@ func (g *G) StartDaemon(o DaemonOptions) *Daemon {
 		argv = append([]string{"ip", "netns", "exec", o.NetNS}, argv...)
 	}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+notify), o.Env...)
 	var w io.Writer = &d.log
 	if o.Echo != nil {
 		w = io.MultiWriter(&d.log, o.Echo)
