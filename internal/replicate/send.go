@@ -27,6 +27,8 @@ type sendState struct {
 	peerRoot rpc.ID
 	state    string
 	rate     float64 // bytes read per second, smoothed
+	sender   *rpc.Sender // the live sender, for progress within a pass
+	failed   int         // its failed attempts when the last pass ended
 }
 
 // SendStatus is what Status reports of one sent volume.
@@ -128,11 +130,12 @@ func (m *Manager) sendOnce(ctx context.Context, st *sendState) error {
 		return err
 	}
 	st.set(func() {
-		st.src = src
+		st.src, st.sender, st.failed = src, sender, 0
 		if st.state == "starting" {
 			st.state = "sending"
 		}
 	})
+	defer st.set(func() { st.sender = nil })
 	changes := m.opts.Log.Changes(ctx)
 	for {
 		before := time.Now()
@@ -152,7 +155,7 @@ func (m *Manager) sendOnce(ctx context.Context, st *sendState) error {
 					st.rate = 0.7*st.rate + 0.3*r
 				}
 			}
-			st.stats = stats
+			st.stats, st.failed = stats, stats.Failures
 			if err == nil {
 				st.passes++
 				st.state = "idle"
@@ -211,7 +214,21 @@ func (m *Manager) sendStatus(st *sendState) SendStatus {
 		Send: st.send, Source: st.src, Rate: st.rate, LastAck: st.lastAck, PeerRoot: st.peerRoot,
 		Stats: st.stats, Passes: st.passes, State: st.state,
 	}
+	live, failed := st.sender, st.failed
 	st.mu.Unlock()
+	// Within a pass the live sender knows more: batches acknowledged and
+	// attempts failed since the pass began.
+	if live != nil {
+		if ls, err := live.Status(); err == nil {
+			s.Stats = ls.Stats
+			if ls.LastAck.After(s.LastAck) {
+				s.LastAck, s.PeerRoot = ls.LastAck, ls.LastRoot
+			}
+			if n := ls.Stats.Failures - failed; n > 0 {
+				s.State = fmt.Sprintf("retrying: %d failed attempts in this pass (the dmsyncd log has each error)", n)
+			}
+		}
+	}
 	if s.Source.LogUUID == "" {
 		return s
 	}

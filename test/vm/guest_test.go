@@ -91,13 +91,17 @@ func report(t *testing.T, res *Result) {
 
 // TestGuest boots the guest once and runs every TestKernel test of the
 // project in it (or only those of the packages in DMSYNC_VM_PKGS, e.g.
-// DMSYNC_VM_PKGS="./logd ./dmtarget"). It fails on any in-guest failure, on a kernel
+// DMSYNC_VM_PKGS="./logd ./dmtarget"; DMSYNC_VM_RUN narrows the -test.run
+// pattern inside the guest). It fails on any in-guest failure, on a kernel
 // BUG/WARNING/oops, and on a timeout.
 func TestGuest(t *testing.T) {
 	cfg := requireVM(t)
 	cfg.Packages = kernelTestPackages(t, cfg.Root)
 	if only := os.Getenv("DMSYNC_VM_PKGS"); only != "" {
 		cfg.Packages = strings.Fields(only)
+	}
+	if run := os.Getenv("DMSYNC_VM_RUN"); run != "" {
+		cfg.Run = run
 	}
 	cfg.Binaries = []string{"./cmd/dmsyncd", "./cmd/dmsync"}
 	cfg.Timeout = 25 * time.Minute
