@@ -26,7 +26,7 @@ type sendState struct {
 	lastAck  time.Time
 	peerRoot rpc.ID
 	state    string
-	rate     float64 // bytes read per second, smoothed
+	rate     float64     // bytes read per second, smoothed
 	sender   *rpc.Sender // the live sender, for progress within a pass
 	failed   int         // its failed attempts when the last pass ended
 }
