@@ -109,7 +109,7 @@ func waitInSync(t *testing.T, g *guesttest.G, name string) string {
 // state, and the written regions are pending in the store.
 func TestKernelUserspaceLogMirror(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b := g.Disk(1), g.Disk(2)
+	a, b := g.WipeDisk(1), g.WipeDisk(2)
 	state := t.TempDir()
 	d := startDmsyncd(t, g, state)
 	const uuid, name = "dmsync-t1", "t-ulog"
@@ -159,7 +159,7 @@ func TestKernelUserspaceLogMirror(t *testing.T) {
 // regions they touch pending, no fewer and no more.
 func TestKernelPendingExact(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b := g.Disk(1), g.Disk(2)
+	a, b := g.WipeDisk(1), g.WipeDisk(2)
 	state := t.TempDir()
 	d := startDmsyncd(t, g, state)
 	const uuid, name = "dmsync-t2", "t-exact"
@@ -206,7 +206,7 @@ func TestKernelPendingExact(t *testing.T) {
 // logs a readable reason and keeps serving.
 func TestKernelBadTable(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b := g.Disk(1), g.Disk(2)
+	a, b := g.WipeDisk(1), g.WipeDisk(2)
 	d := startDmsyncd(t, g, t.TempDir())
 	for _, log := range []string{"core 100", "core 4", "core 1024 sometimes"} {
 		if _, err := g.Try("dmsetup", "create", "t-bad", "--table", mirrorTable("dmsync-bad", log, a, b)); err == nil {
@@ -230,7 +230,7 @@ func TestKernelBadTable(t *testing.T) {
 // and every region written (before, during or after the outage) is pending.
 func TestKernelKill9Restart(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b := g.Disk(1), g.Disk(2)
+	a, b := g.WipeDisk(1), g.WipeDisk(2)
 	state := t.TempDir()
 	d := startDmsyncd(t, g, state)
 	const uuid, name = "dmsync-t4", "t-kill"
@@ -307,7 +307,7 @@ func TestKernelKill9Restart(t *testing.T) {
 // write; the legs hold identical ciphertext.
 func TestKernelCryptOnUserspaceLog(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b := g.Disk(1), g.Disk(2)
+	a, b := g.WipeDisk(1), g.WipeDisk(2)
 	d := startDmsyncd(t, g, t.TempDir())
 	const name = "t-crypt"
 	g.Run("dmsetup", "create", name, "--table", mirrorTable("dmsync-t5", "core 1024 nosync", a, b))

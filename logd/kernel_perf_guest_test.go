@@ -40,7 +40,7 @@ func fioWrite(t *testing.T, g *guesttest.G, dev, rw, bs string, depth int) float
 // takes about a minute of guest time.
 func TestKernelPerfLogs(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b, sd := g.Disk(1), g.Disk(2), g.Disk(3)
+	a, b, sd := g.WipeDisk(1), g.WipeDisk(2), g.Disk(3)
 	stateMnt := t.TempDir()
 	g.Run("mkfs.ext4", "-q", "-F", sd)
 	g.Run("mount", sd, stateMnt)
