@@ -7,18 +7,12 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dmsync/dmsync/internal/directio"
 )
 
-// AlignedBuffer returns a zeroed n-byte buffer aligned to 4096 bytes, as
-// O_DIRECT needs.
-func AlignedBuffer(n int) []byte {
-	b := make([]byte, n+4096)
-	off := 0
-	if r := int(uintptrOf(b) % 4096); r != 0 {
-		off = 4096 - r
-	}
-	return b[off : off+n : off+n]
-}
+// AlignedBuffer returns a zeroed n-byte buffer aligned for O_DIRECT.
+func AlignedBuffer(n int) []byte { return directio.Buffer(n) }
 
 // WriteDirect writes data at off to the device at path with O_DIRECT and
 // fsyncs it. off and len(data) must be multiples of 4096.

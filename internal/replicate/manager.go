@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dmsync/dmsync/internal/directio"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/logd"
 	"github.com/dmsync/dmsync/pebble"
@@ -337,6 +336,3 @@ func (m *Manager) runReceiver(ctx context.Context) error {
 		}
 	}
 }
-
-// ensure directio stays the one way sources are read.
-var _ rpc.Image = (*directio.File)(nil)
