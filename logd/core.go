@@ -112,9 +112,13 @@ func (c *Core) Step(m *Message) {
 		for i := range n {
 			c.mark(v, RegionAt(m.Req.Data, i))
 		}
-		if t == ReqFlush {
-			c.needSync = true
-		}
+		// A new mark is made durable before its reply, MARK or FLUSH alike:
+		// without integrated_flush the kernel re-sends only the FLUSH after a
+		// daemon restart, so a MARK acknowledged but not yet synced would be
+		// forgotten and its write would never be replicated (seen in the
+		// guest: TestKernelKill9Restart). Re-marks of durably marked regions
+		// are not critical and cost no sync.
+		c.needSync = true
 		c.reply(m, 0)
 	case ReqClearRegion:
 		if !c.checkRegions(m, v) {
