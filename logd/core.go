@@ -80,16 +80,20 @@ func (c *Core) Step(m *Message) {
 		case t == ReqDtr:
 			c.reply(m, 0) // nothing to destroy: DTR is idempotent
 			return
-		case v != nil && (t == ReqResume || t == ReqPresuspend || t == ReqPostsuspend):
-			// The kernel sends these without its reconnect logic: serve a
-			// volume known from the store (a restart while suspended).
-			v.attached = true
+		case v != nil && v.restored:
+			// A request before any CTR for a log restored from the store:
+			// the kernel's table is live (a table load after a reboot starts
+			// with CTR), and this is a request it re-sent after its timeout
+			// to the restarted daemon. Serve it as after a reconnect. Do not
+			// answer -ESRCH here: the kernel's retry after its CTR+RESUME
+			// reuses the reply size the -ESRCH reply left, so a retried
+			// IN_SYNC would find no room for its answer, count the region
+			// as out of sync and write it to one leg only (seen on 6.1).
+			c.attachRestored(m, v)
 		default:
-			// The kernel answers -ESRCH by re-sending CTR and RESUME, then
-			// the request: after a restart that RESUME makes every region
-			// still marked on disk out of sync, so the kernel resyncs and
-			// CLEARs it.
-			c.fail(m, errnoSRCH, "no log with this uuid is constructed (the kernel will re-send CTR and RESUME)")
+			// No state for this uuid (or its log was destroyed): -ESRCH
+			// makes the kernel re-send CTR and RESUME, then the request.
+			c.failSRCH(m)
 			return
 		}
 	}
@@ -266,17 +270,9 @@ func (c *Core) resume(m *Message, v *volume) {
 		// The kernel lost its daemon, not its state: its region hash and
 		// in-sync view stand (and it does not reset its in_sync_hint, so
 		// regions made out of sync now would never be recovered, and writes
-		// to them would go to one leg only). Marks still set may be stale
-		// (their CLEARs were lost): they expire unless re-MARKed.
+		// to them would go to one leg only).
 		v.reconnecting = false
-		if v.marked.ones > 0 {
-			v.stale = newBitset(v.meta.Regions)
-			copy(v.stale.words, v.marked.words)
-			v.stale.ones = v.marked.ones
-			v.staleDeadline = c.ticks + StaleMarkTicks
-			c.note(m, NoteInfo, fmt.Sprintf("kernel reconnected: %d marked regions expire in %d ticks unless written",
-				v.marked.ones, StaleMarkTicks))
-		}
+		c.expireMarksLater(m, v, "kernel reconnected")
 		c.reply(m, 0)
 		return
 	}
@@ -290,6 +286,32 @@ func (c *Core) resume(m *Message, v *volume) {
 	}
 	c.needSync = true
 	c.reply(m, 0)
+}
+
+// expireMarksLater makes the marks still set stale: after a restart of the
+// daemon their CLEARs may have been lost, so they expire unless re-MARKed.
+func (c *Core) expireMarksLater(m *Message, v *volume, why string) {
+	if v.marked.ones == 0 {
+		return
+	}
+	v.stale = newBitset(v.meta.Regions)
+	copy(v.stale.words, v.marked.words)
+	v.stale.ones = v.marked.ones
+	v.staleDeadline = c.ticks + StaleMarkTicks
+	c.note(m, NoteInfo, fmt.Sprintf("%s: %d marked regions expire in %d ticks unless written",
+		why, v.marked.ones, StaleMarkTicks))
+}
+
+// attachRestored serves a log restored from the store that the kernel
+// talks to without a CTR: its table stayed loaded while the daemon
+// restarted, so the kernel's state stands, as after a reconnect.
+func (c *Core) attachRestored(m *Message, v *volume) {
+	v.restored = false
+	v.attached = true
+	if !slices.Contains(v.luids, m.Req.Luid) {
+		v.luids = append(v.luids, m.Req.Luid)
+	}
+	c.expireMarksLater(m, v, "kernel re-sent a request to the restarted daemon")
 }
 
 // StaleMarkTicks is how long marks found at a kernel reconnect stay set: a
@@ -313,7 +335,7 @@ func (c *Core) dtr(m *Message, v *volume) {
 		v.luids = slices.Delete(v.luids, i, i+1)
 	}
 	if len(v.luids) == 0 {
-		v.attached = false
+		v.attached, v.restored = false, false
 		c.note(m, NoteInfo, "log destroyed; its state and pending regions stay in the store")
 	}
 	c.reply(m, 0)
@@ -334,6 +356,29 @@ func (c *Core) reply(m *Message, errno int32) { c.newReply(m, errno) }
 func (c *Core) fail(m *Message, errno int32, why string) {
 	c.newReply(m, errno)
 	c.note(m, NoteWarn, why)
+}
+
+// failSRCH answers -ESRCH with a zero payload of the size the request's
+// answer has. The kernel stores the size of any reply as the room for the
+// next one and retries the request with that room after reconnecting: an
+// empty -ESRCH reply would make the retried answer not fit (-ENOSPC), and
+// an IN_SYNC that fails counts as "not in sync".
+func (c *Core) failSRCH(m *Message) {
+	r := c.newReply(m, errnoSRCH)
+	r.n = uint8(replySize(m.Req.Type()))
+	c.note(m, NoteWarn, "no log with this uuid is constructed (the kernel will re-send CTR and RESUME)")
+}
+
+// replySize is the size of the fixed-size answer to a request type (0 for
+// requests answered without data, and for the text of STATUS_*).
+func replySize(t RequestType) int {
+	switch t {
+	case ReqInSync, ReqIsClean, ReqGetRegionSize, ReqGetSyncCount:
+		return 8
+	case ReqGetResyncWork, ReqIsRemoteRecovering:
+		return 16
+	}
+	return 0
 }
 
 func (c *Core) replyU64(m *Message, v uint64) {

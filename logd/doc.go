@@ -28,10 +28,16 @@
 //
 // # Restarts of the daemon alone
 //
-// A restored log answers -ESRCH until the kernel reconnects: it re-sends CTR
-// (with a trailing NUL, unlike a table load) and RESUME. The kernel keeps its
-// own region state then, so that RESUME changes no in-sync bit; marks whose
-// CLEAR was lost expire after StaleMarkTicks unless the region is written
-// again. Generations jump to a new epoch at every restore, so a replicator
+// The kernel finds a restarted daemon in one of two ways: a request it sent
+// to the dead daemon times out and is re-sent, and the restored log serves
+// it at once; or a send failed while no daemon listened, and the kernel
+// reconnects with CTR (with a trailing NUL, unlike a table load) and RESUME.
+// Either way the kernel keeps its own region state, so no in-sync bit
+// changes; marks whose CLEAR was lost expire after StaleMarkTicks unless the
+// region is written again. A MARK is synced before its reply: the kernel
+// re-sends only the unanswered request, never the MARKs before a FLUSH.
+// A log the daemon has no state for answers -ESRCH (with a zeroed payload
+// of the answer's size: the kernel keeps the reply size as the room for its
+// retry). Generations jump to a new epoch at every restore, so a replicator
 // never sees one reused.
 package logd

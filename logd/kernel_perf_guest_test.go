@@ -70,6 +70,12 @@ func TestKernelPerfLogs(t *testing.T) {
 		g.Run("dmsetup", "remove", "t-perf")
 		if d != nil {
 			d.Stop()
+			// The daemon's own account: requests by type, time busy and syncing.
+			for _, l := range strings.Split(d.Log(), "\n") {
+				if strings.Contains(l, "requests served") {
+					t.Logf("%s: %s", tb.name, l)
+				}
+			}
 		}
 	}
 	for _, j := range jobs {

@@ -319,3 +319,44 @@ func BenchmarkMarkFlush(b *testing.B) {
 		}
 	}
 }
+
+// TestServerRestartKernelRetries restarts the daemon from a crash image of
+// its store while the kernel's table stays loaded, and drives it the way
+// dm-log-userspace does after a restart (kerneltest.Log): the first
+// requests are an IN_SYNC re-sent after the kernel's timeout and the FLUSH
+// that followed a MARK answered just before the crash. The region must be
+// in sync (an IN_SYNC that fails counts as out of sync: the kernel would
+// write it to one leg only) and pending. A log with no state at all goes
+// through -ESRCH and the kernel's CTR+RESUME, and its retried IN_SYNC
+// must still have room for the answer.
+func TestServerRestartKernelRetries(t *testing.T) {
+	ctx := context.Background()
+	fs := vfs.NewCrashableMem()
+	d := startDaemon(t, fs, nil)
+	const args = "8192 core 8 nosync"
+	check(t)(d.k.Do(ctx, "v", 1, logd.ReqCtr, []byte(args)))
+	check(t)(d.k.Do(ctx, "v", 1, logd.ReqMarkRegion, logd.AppendRegions(nil, 7)))
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	d.close(t)
+
+	d = startDaemon(t, crashed, nil)
+	defer d.close(t)
+	lg := &kerneltest.Log{K: d.k, UUID: "v", Luid: 1, Args: args}
+	in, err := lg.InSync(ctx, 7)
+	if err != nil || !in {
+		t.Fatalf("IN_SYNC of region 7 after the restart: in sync %v, %v", in, err)
+	}
+	if _, err := lg.Call(ctx, logd.ReqFlush, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.srv.Pending("v")
+	if err != nil || len(p) != 1 || p[0].Region != 7 {
+		t.Fatalf("pending after a MARK answered before the crash: %v, %v", p, err)
+	}
+
+	lost := &kerneltest.Log{K: d.k, UUID: "w", Luid: 2, Args: args}
+	in, err = lost.InSync(ctx, 3)
+	if err != nil || !in {
+		t.Fatalf("IN_SYNC of a log without state, after the kernel's reconnect: in sync %v, %v", in, err)
+	}
+}

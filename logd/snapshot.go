@@ -20,11 +20,13 @@ type VolumeSnapshot struct {
 const genEpochBits = 32
 
 // Restore loads volumes recovered from the store after a restart. Their
-// marked set is stale (CLEARs of the last seconds were not written), so they
-// are not served until the kernel reconnects: the first request gets -ESRCH,
-// and the kernel re-sends CTR (checked against the stored geometry) and
-// RESUME (which has the kernel resync the regions still marked), then the
-// request. Restore fails on state that cannot have been written by Core.
+// marked set may be stale (CLEARs of the last seconds were not written). The
+// first request for a restored log decides what happened: a CTR without a
+// trailing NUL is a table load after a reboot (its RESUME makes the regions
+// still marked out of sync, so the kernel resyncs them); a reconnect CTR
+// (with the NUL) or any other request means the kernel's table stayed live
+// while the daemon restarted, and its state stands. Restore fails on state
+// that cannot have been written by Core.
 func (c *Core) Restore(snaps []VolumeSnapshot) error {
 	for _, s := range snaps {
 		m := s.Meta
@@ -39,6 +41,7 @@ func (c *Core) Restore(snaps []VolumeSnapshot) error {
 		// epoch so that none is ever reused for a region.
 		m.NextGen = (m.NextGen>>genEpochBits + 1) << genEpochBits
 		v := newVolume(s.UUID, m)
+		v.restored = true
 		for ch, w := range s.InSync {
 			if ch >= v.inSync.chunks() {
 				return fmt.Errorf("restore %s: in-sync chunk %d beyond %d regions", s.UUID, ch, m.Regions)

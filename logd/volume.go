@@ -12,6 +12,7 @@ type volume struct {
 	meta      VolumeMeta
 	luids     []uint64 // constructed table instances
 	attached  bool     // serving requests (false after the last DTR)
+	restored  bool     // loaded from the store, no request seen since
 	suspended bool
 
 	reconnecting  bool   // CTR was the kernel's reconnect (trailing NUL): the next RESUME keeps state
@@ -89,7 +90,7 @@ func (c *Core) ctr(m *Message) {
 	if isReconnect(m) {
 		v.reconnecting = true
 	}
-	v.attached = true
+	v.attached, v.restored = true, false
 	c.needSync = true
 	c.reply(m, 0) // no data: data would name a log device
 }

@@ -194,3 +194,62 @@ func (c *conn) Close() error {
 	(*Kernel)(c).Close()
 	return nil
 }
+
+// ErrNoRoom is the kernel's -ENOSPC: the answer was larger than the room
+// the caller had for it.
+var ErrNoRoom = errors.New("kerneltest: answer larger than the room for it (-ENOSPC)")
+
+const errnoSRCH = 3
+
+// Log is one table instance of a userspace log as the kernel's
+// dm-log-userspace drives it (userspace_do_request): a request answered
+// -ESRCH makes it re-send CTR (with the CTR string's trailing NUL) and
+// RESUME, then retry the request. Like the kernel, it keeps the size of
+// any answer as the room for the next try of the same request, so an
+// -ESRCH reply with a shorter payload than the real answer makes the retry
+// fail with ErrNoRoom.
+type Log struct {
+	K    *Kernel
+	UUID string
+	Luid uint64
+	Args string // the CTR string, e.g. "2048 core 128 nosync"
+}
+
+// Call sends request t with room bytes for the answer and returns the
+// answer; a non-zero error reply is returned as an error.
+func (l *Log) Call(ctx context.Context, t logd.RequestType, data []byte, room int) ([]byte, error) {
+	for {
+		r, err := l.K.Request(ctx, l.UUID, l.Luid, t, data)
+		if err != nil {
+			return nil, err
+		}
+		if len(r.Data) > room {
+			return nil, fmt.Errorf("%s of %s: %d bytes for %d of room: %w", t, l.UUID, len(r.Data), room, ErrNoRoom)
+		}
+		room = len(r.Data)
+		if r.Error != -errnoSRCH {
+			if r.Error != 0 {
+				return r.Data, fmt.Errorf("%s of %s: daemon replied error %d", t, l.UUID, r.Error)
+			}
+			return r.Data, nil
+		}
+		if _, err := l.K.Do(ctx, l.UUID, l.Luid, logd.ReqCtr, append([]byte(l.Args), 0)); err != nil {
+			return nil, fmt.Errorf("reconnect: %w", err)
+		}
+		if _, err := l.K.Do(ctx, l.UUID, l.Luid, logd.ReqResume, nil); err != nil {
+			return nil, fmt.Errorf("reconnect: %w", err)
+		}
+	}
+}
+
+// InSync asks IN_SYNC for one region with the kernel's 8 bytes of room.
+func (l *Log) InSync(ctx context.Context, region uint64) (bool, error) {
+	d, err := l.Call(ctx, logd.ReqInSync, logd.AppendU64(nil, region), 8)
+	if err != nil {
+		return false, err
+	}
+	if len(d) != 8 {
+		return false, fmt.Errorf("IN_SYNC reply of %d bytes", len(d))
+	}
+	return binary.NativeEndian.Uint64(d) == 1, nil
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,7 +93,7 @@ func report(t *testing.T, res *Result) {
 // TestGuest boots the guest once and runs every TestKernel test of the
 // project in it (or only those of the packages in DMSYNC_VM_PKGS, e.g.
 // DMSYNC_VM_PKGS="./logd ./dmtarget"; DMSYNC_VM_RUN narrows the -test.run
-// pattern inside the guest). It fails on any in-guest failure, on a kernel
+// pattern inside the guest and DMSYNC_VM_COUNT repeats each test). It fails on any in-guest failure, on a kernel
 // BUG/WARNING/oops, and on a timeout.
 func TestGuest(t *testing.T) {
 	cfg := requireVM(t)
@@ -102,6 +103,13 @@ func TestGuest(t *testing.T) {
 	}
 	if run := os.Getenv("DMSYNC_VM_RUN"); run != "" {
 		cfg.Run = run
+	}
+	if n := os.Getenv("DMSYNC_VM_COUNT"); n != "" {
+		c, err := strconv.Atoi(n)
+		if err != nil || c < 1 {
+			t.Fatalf("DMSYNC_VM_COUNT=%q: want a positive number of runs per test", n)
+		}
+		cfg.Count = c
 	}
 	cfg.Binaries = []string{"./cmd/dmsyncd", "./cmd/dmsync"}
 	cfg.Timeout = 25 * time.Minute

@@ -57,8 +57,12 @@ func buildLayer(cfg Config, base, work, out string) error {
 		testBins = append(testBins, name)
 		// -test.timeout makes a hung test report itself (with all goroutine
 		// stacks) before the host kills the whole guest.
-		fmt.Fprintf(&plan, "%s\t/dmsync/tests/%s -test.v -test.run '%s' -test.timeout %s\n",
-			strings.TrimSuffix(name, ".test"), name, cfg.Run, guestTestTimeout(cfg))
+		count := ""
+		if cfg.Count > 1 {
+			count = fmt.Sprintf(" -test.count %d", cfg.Count)
+		}
+		fmt.Fprintf(&plan, "%s\t/dmsync/tests/%s -test.v -test.run '%s'%s -test.timeout %s\n",
+			strings.TrimSuffix(name, ".test"), name, cfg.Run, count, guestTestTimeout(cfg))
 	}
 
 	f, err := os.Create(out)

@@ -41,6 +41,9 @@ type Config struct {
 	// Run is the -test.run pattern passed to each test binary
 	// (default "^TestKernel").
 	Run string
+	// Count, if above 1, runs each matching test that many times
+	// (-test.count), to shake out a flaky real-kernel test.
+	Count int
 	// Binaries are main packages built into /dmsync/bin (e.g. "./cmd/dmsyncd").
 	// A package directory without Go files is skipped with a note.
 	Binaries []string
