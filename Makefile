@@ -21,17 +21,17 @@ build:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race $(GOTEST_FLAGS) ./...
-	DMSYNC_VM=1 $(GO) test -count=1 -timeout 40m -v $(GOTEST_FLAGS) ./test/vm
+	DMSYNC_VM=1 $(GO) test -count=1 -timeout 70m -v $(GOTEST_FLAGS) ./test/vm
 
 test-unit:
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 test-guest: deps
-	DMSYNC_VM=1 $(GO) test -count=1 -timeout 40m -v $(GOTEST_FLAGS) ./test/vm
+	DMSYNC_VM=1 $(GO) test -count=1 -timeout 70m -v $(GOTEST_FLAGS) ./test/vm
 
 # The user story in the guest, step by step, with a summary at the end.
 demo: deps
-	@DMSYNC_VM=1 DMSYNC_DEMO=1 $(GO) test -count=1 -timeout 40m -run '^TestDemo$$' -v ./test/vm
+	@DMSYNC_VM=1 DMSYNC_DEMO=1 $(GO) test -count=1 -timeout 70m -run '^TestDemo$$' -v ./test/vm
 
 clean:
 	rm -rf bin .cache/vm

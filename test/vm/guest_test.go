@@ -93,8 +93,8 @@ func report(t *testing.T, res *Result) {
 // TestGuest boots the guest once and runs every TestKernel test of the
 // project in it (or only those of the packages in DMSYNC_VM_PKGS, e.g.
 // DMSYNC_VM_PKGS="./logd ./dmtarget"; DMSYNC_VM_RUN narrows the -test.run
-// pattern inside the guest and DMSYNC_VM_COUNT repeats each test). It fails on any in-guest failure, on a kernel
-// BUG/WARNING/oops, and on a timeout.
+// pattern inside the guest and DMSYNC_VM_COUNT repeats each test). It fails
+// on any in-guest failure, on a kernel BUG/WARNING/oops, and on a timeout.
 func TestGuest(t *testing.T) {
 	cfg := requireVM(t)
 	cfg.Packages = kernelTestPackages(t, cfg.Root)
@@ -112,7 +112,7 @@ func TestGuest(t *testing.T) {
 		cfg.Count = c
 	}
 	cfg.Binaries = []string{"./cmd/dmsyncd", "./cmd/dmsync"}
-	cfg.Timeout = 25 * time.Minute
+	cfg.Timeout = 50 * time.Minute
 	t.Logf("guest packages: %v", cfg.Packages)
 	res, err := Boot(context.Background(), cfg)
 	report(t, res)
@@ -211,6 +211,7 @@ func TestDemo(t *testing.T) {
 	cfg.Run = "^TestKernelStory$"
 	cfg.Binaries = []string{"./cmd/dmsyncd", "./cmd/dmsync"}
 	cfg.Console = &demoFilter{w: os.Stdout}
+	cfg.Timeout = 45 * time.Minute
 	res, err := Boot(context.Background(), cfg)
 	if err != nil {
 		report(t, res)
