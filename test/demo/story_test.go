@@ -48,13 +48,13 @@ func (s *story) summary() {
 		status = "FAILED"
 	}
 	fmt.Fprintf(&b, "\n============ dmsync demo summary: %s mode, %s ============\n", s.title, status)
-	fmt.Fprintf(&b, "%-3s %-48s %10s  %s\n", "#", "step", "time", "result")
+	fmt.Fprintf(&b, "%-3s %-66s %10s  %s\n", "#", "step", "time", "result")
 	for i, st := range s.steps {
 		took := "-"
 		if st.took > 0 {
 			took = st.took.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(&b, "%-3d %-48s %10s  %s\n", i+1, st.name, took, st.result)
+		fmt.Fprintf(&b, "%-3d %-66s %10s  %s\n", i+1, st.name, took, st.result)
 	}
 	if s.result != "" {
 		fmt.Fprintf(&b, "%s\n", s.result)
@@ -135,7 +135,7 @@ func runStory(t *testing.T, mode storyMode) {
 	s.do("pin the peers: B receives into "+replica+", A knows B", func() string {
 		b.cli("receive", logUUID, "--from", a.id, "--image", replica, "--size", fmt.Sprintf("%dM", size>>20))
 		a.cli("peer", "add", b.id, "--addr", listen)
-		return strings.TrimSpace(a.cli("peer", "list"))
+		return "A's peers: " + lastLine(a.cli("peer", "list"))
 	})
 	if mode.oneDisk {
 		s.do("dmsetup create: sink leg (error + flakey drop_writes)", func() string {
