@@ -53,6 +53,7 @@ type Server struct {
 	// Time accounting for the shutdown summary.
 	cycles, syncs  uint64
 	busy, syncTime time.Duration
+	sendTime, recvGap     time.Duration
 }
 
 var _ Replicator = (*Server)(nil)
@@ -211,7 +212,9 @@ func (s *Server) readyLocked(conn Conn) error {
 		}
 		s.out, err = r.Append(s.out[:0])
 		if err == nil && conn != nil {
+			t1 := time.Now()
 			err = conn.Send(s.out)
+			s.sendTime += time.Since(t1)
 		}
 		if err != nil && sendErr == nil {
 			sendErr = err
@@ -268,7 +271,7 @@ func (s *Server) logServed() {
 			attrs = append(attrs, RequestType(t).String(), n)
 		}
 	}
-	attrs = append(attrs, "cycles", s.cycles, "busy", s.busy, "syncs", s.syncs, "sync_time", s.syncTime)
+	attrs = append(attrs, "cycles", s.cycles, "busy", s.busy, "syncs", s.syncs, "sync_time", s.syncTime, "send_time", s.sendTime)
 	s.mu.Unlock()
 	s.log.Info("requests served", attrs...)
 }
