@@ -53,7 +53,7 @@ type Server struct {
 	// Time accounting for the shutdown summary.
 	cycles, syncs     uint64
 	busy, syncTime    time.Duration
-	sendTime, recvGap time.Duration
+	sendTime time.Duration
 }
 
 var _ Replicator = (*Server)(nil)
