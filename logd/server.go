@@ -51,9 +51,9 @@ type Server struct {
 	served [256]uint64
 	trace  bool // log every request and reply (LevelTrace)
 	// Time accounting for the shutdown summary.
-	cycles, syncs     uint64
-	busy, syncTime    time.Duration
-	sendTime time.Duration
+	cycles, syncs  uint64
+	busy, syncTime time.Duration
+	sendTime       time.Duration
 }
 
 var _ Replicator = (*Server)(nil)
