@@ -292,6 +292,13 @@ func TestKernelKill9Restart(t *testing.T) {
 	// in sync (a region the restarted daemon called out of sync would have
 	// taken writes on one leg only).
 	t.Logf("after the restart: %s", waitInSync(t, g, name))
+	// How the kernel found the restarted daemon: a request re-sent after its
+	// timeout, or a reconnect (CTR with NUL + RESUME) after a failed send.
+	for _, l := range strings.Split(d.Log(), "\n") {
+		if strings.Contains(l, "re-sent a request") || strings.Contains(l, "kernel reconnected") {
+			t.Logf("restart: %s", l[strings.Index(l, "msg="):])
+		}
+	}
 	g.Run("dmsetup", "remove", name)
 	legsIdentical(t, a, b)
 	d.Stop()
