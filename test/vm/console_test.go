@@ -123,3 +123,29 @@ func TestCPIOLayout(t *testing.T) {
 		t.Fatalf("file header lacks mode or size: %q", s)
 	}
 }
+
+// TestHungSince: the console notices the kernel's hung-task report once,
+// also when the phrase is split across writes, and not before it appears.
+func TestHungSince(t *testing.T) {
+	for _, chunks := range [][]string{
+		{"[ 242.61] INFO: task dmtarget.test:274 blocked for more than 120 seconds.\n"},
+		{"[ 242.61] INFO: task x:1 blocked for mo", "re than 120 seconds.\n"},
+		{"boot\n", "=== DMSYNC-GUEST READY\n", "[ 1.0] INFO: task y:2 bl", "ocked for more th", "an 120 seconds.\n"},
+	} {
+		var l lockedBuffer
+		for i, c := range chunks {
+			if !l.hungSince().IsZero() {
+				t.Fatalf("%q: hung task reported after %d of %d chunks", chunks, i, len(chunks))
+			}
+			l.Write([]byte(c))
+		}
+		first := l.hungSince()
+		if first.IsZero() {
+			t.Fatalf("%q: hung task not noticed", chunks)
+		}
+		l.Write([]byte("more output\n"))
+		if got := l.hungSince(); !got.Equal(first) {
+			t.Fatalf("%q: first report time moved from %v to %v", chunks, first, got)
+		}
+	}
+}

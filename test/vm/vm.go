@@ -227,6 +227,12 @@ wait:
 			if cfg.StallTimeout > 0 && console.ready() && time.Since(console.last()) > cfg.StallTimeout {
 				return kill(fmt.Sprintf("console silent for %v", cfg.StallTimeout))
 			}
+			// A task blocked for minutes (I/O that never completes) does not
+			// recover: stop soon instead of waiting for the whole timeout,
+			// leaving the in-guest test a while to report itself.
+			if h := console.hungSince(); !h.IsZero() && time.Since(h) > HungGrace {
+				return kill(fmt.Sprintf("the kernel reported a hung task %v ago", HungGrace))
+			}
 		}
 	}
 	res := parseConsole(console.String())
@@ -238,6 +244,10 @@ wait:
 }
 
 const guestFlag = "dmsync.guest=1"
+
+// HungGrace is how long a guest may run on after its kernel reported a
+// task blocked for more than 120 s before the guest is killed.
+const HungGrace = 60 * time.Second
 
 func makeSparse(path string, size int64) error {
 	f, err := os.Create(path)
@@ -338,6 +348,8 @@ type lockedBuffer struct {
 	b       bytes.Buffer
 	lastW   time.Time
 	isReady bool
+	scanned int       // bytes of b already searched for a hung task
+	hungAt  time.Time // when the kernel first reported a hung task
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
@@ -345,6 +357,22 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	l.lastW = time.Now()
 	return l.b.Write(p)
+}
+
+// hungSince returns when the kernel first reported a task blocked for
+// minutes (zero if it has not).
+func (l *lockedBuffer) hungSince() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hungAt.IsZero() {
+		const phrase = "blocked for more than"
+		from := max(0, l.scanned-len(phrase))
+		if bytes.Contains(l.b.Bytes()[from:], []byte(phrase)) {
+			l.hungAt = time.Now()
+		}
+		l.scanned = l.b.Len()
+	}
+	return l.hungAt
 }
 
 func (l *lockedBuffer) ready() bool {
