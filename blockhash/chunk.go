@@ -2,7 +2,7 @@ package blockhash
 
 import (
 	"github.com/cespare/xxhash/v2"
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
 // Chunk is one content-defined chunk of a volume.

@@ -40,6 +40,9 @@ type Builder struct {
 	// CryptFormatArgs are extra luksFormat arguments (tests use a cheap
 	// PBKDF: --pbkdf pbkdf2 --pbkdf-force-iterations 1000).
 	CryptFormatArgs []string
+	// Records, if set, holds the leg failure records (Legs): List shows
+	// volumes whose data disk failed, Status carries the record.
+	Records RecordStore
 }
 
 func (b *Builder) logger() *slog.Logger {

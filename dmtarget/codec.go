@@ -44,6 +44,7 @@ const (
 	flagActivePresent    = 1 << 5
 	flagInactivePresent  = 1 << 6
 	flagBufferFull       = 1 << 8
+	flagSkipLockFS       = 1 << 10
 	flagNoFlush          = 1 << 11
 	flagUUID             = 1 << 14
 	flagDataOut          = 1 << 16

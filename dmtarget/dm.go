@@ -31,6 +31,9 @@ type DM interface {
 	Load(ctx context.Context, name string, table []Target) error
 	// Suspend suspends the device, flushing outstanding I/O.
 	Suspend(ctx context.Context, name string) error
+	// SuspendWith suspends the device as o says (DM_NOFLUSH_FLAG,
+	// DM_SKIP_LOCKFS_FLAG).
+	SuspendWith(ctx context.Context, name string, o SuspendOptions) error
 	// Resume makes an inactive table live and resumes I/O.
 	Resume(ctx context.Context, name string) (Info, error)
 	// Remove removes the device and its tables (DM_DEV_REMOVE).
@@ -49,4 +52,15 @@ type DM interface {
 	// Message sends a message to the target at sector (DM_TARGET_MSG) and
 	// returns the target's reply text, if any.
 	Message(ctx context.Context, name string, sector uint64, msg string) (string, error)
+}
+
+// SuspendOptions are the ways to suspend a device.
+type SuspendOptions struct {
+	// NoFlush: do not flush; a mirror re-queues the writes it holds after
+	// a leg failure (they complete on the next table) instead of failing
+	// them with EIO.
+	NoFlush bool
+	// NoLockFS: do not freeze a file system on the device first. Needed
+	// while writes hang: the freeze would wait for them forever.
+	NoLockFS bool
 }

@@ -155,6 +155,19 @@ func (c *Control) Suspend(ctx context.Context, name string) error {
 	return err
 }
 
+// SuspendWith implements DM.
+func (c *Control) SuspendWith(ctx context.Context, name string, o SuspendOptions) error {
+	flags := uint32(flagSuspend)
+	if o.NoFlush {
+		flags |= flagNoFlush
+	}
+	if o.NoLockFS {
+		flags |= flagSkipLockFS
+	}
+	_, _, err := c.do("suspend", name, unix.DM_DEV_SUSPEND, header{Name: name, Flags: flags}, nil)
+	return err
+}
+
 // Resume implements DM. With udev it waits for udev to create the node.
 func (c *Control) Resume(ctx context.Context, name string) (Info, error) {
 	var l *ueventListener

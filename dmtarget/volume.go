@@ -22,6 +22,9 @@ type Volume struct {
 	RegionSectors uint64
 	Devices       []string // every dm device of the volume, top first (removal order)
 	Managed       bool     // created by dmsync (dm uuid DMSYNC-MIRROR-...)
+	// DataFailed: the data disk failed and the mirror was reloaded to an
+	// error table (Builder.Records has the record).
+	DataFailed bool
 }
 
 // VolumeStatus is a volume with its live state.
@@ -31,6 +34,9 @@ type VolumeStatus struct {
 	OpenCount int32 // opens of the top device (a mount counts)
 	Suspended bool
 	EventNr   uint32 // mirror event number, for DM.Wait
+	// Failure is the volume's leg failure record, if any (needs
+	// Builder.Records).
+	Failure *LegFailure
 }
 
 // PendingRegions is the number of regions the kernel has not yet synced
@@ -99,23 +105,66 @@ func (b *Builder) List(ctx context.Context) ([]Volume, error) {
 				}
 			}
 		}
-		// A crypt device on top of the mirror.
-		for cname, c := range devs {
-			if len(c.table) != 1 || c.table[0].Type != "crypt" {
-				continue
-			}
-			f := strings.Fields(c.table[0].Params)
-			if len(f) >= 4 && f[3] == d.info.DevT() {
-				v.Name = cname
-				v.Crypt = cryptKind(c.info.UUID)
-				v.Devices = append([]string{cname}, v.Devices...)
-				break
-			}
-		}
+		addCrypt(&v, devs, d.info.DevT())
 		vols = append(vols, v)
 	}
+	vols = append(vols, b.failedVolumes(devs, byDevT)...)
 	sort.Slice(vols, func(i, j int) bool { return vols[i].Name < vols[j].Name })
 	return vols, nil
+}
+
+// addCrypt puts a crypt device on top of the mirror (devT) into v.
+func addCrypt(v *Volume, devs map[string]dmDev, devT string) {
+	for cname, c := range devs {
+		if len(c.table) != 1 || c.table[0].Type != "crypt" {
+			continue
+		}
+		f := strings.Fields(c.table[0].Params)
+		if len(f) >= 4 && f[3] == devT {
+			v.Name = cname
+			v.Crypt = cryptKind(c.info.UUID)
+			v.Devices = append([]string{cname}, v.Devices...)
+			return
+		}
+	}
+}
+
+// failedVolumes returns the volumes whose mirror was reloaded to an error
+// table after its data disk failed: they are known by their records.
+func (b *Builder) failedVolumes(devs map[string]dmDev, byDevT map[string]string) []Volume {
+	if b.Records == nil {
+		return nil
+	}
+	recs, err := b.Records.All()
+	if err != nil {
+		b.logger().Warn("leg failure records", "err", err)
+	}
+	var out []Volume
+	for _, r := range recs {
+		d, ok := devs[r.Mirror]
+		if r.State != StateDataFailed || !ok || len(d.table) != 1 || d.table[0].Type != "error" {
+			continue
+		}
+		v := Volume{Name: r.Mirror, Mirror: r.Mirror, LogType: LogUserspace, LogUUID: r.LogUUID, OneDisk: r.OneDisk,
+			Sectors: d.table[0].Length, Managed: strings.HasPrefix(d.info.UUID, uuidPrefixMirror), DataFailed: true,
+			Devices: []string{r.Mirror}}
+		if t, err := ParseTable(r.Table); err == nil && len(t) == 1 {
+			if mt, err := ParseMirrorTable(t[0].Params); err == nil {
+				v.RegionSectors = mt.RegionSectors
+				for _, l := range mt.Legs {
+					v.Legs = append(v.Legs, l.Dev)
+				}
+			}
+		}
+		for _, n := range []string{sinkName(r.Volume), sinkErrName(r.Volume)} {
+			if _, ok := devs[n]; ok {
+				v.Devices = append(v.Devices, n)
+			}
+		}
+		addCrypt(&v, devs, d.info.DevT())
+		out = append(out, v)
+	}
+	return out
 }
 
 func cryptKind(dmUUID string) string {
@@ -155,12 +204,30 @@ func (b *Builder) Status(ctx context.Context, name string) (VolumeStatus, error)
 		return VolumeStatus{}, err
 	}
 	vs := VolumeStatus{Volume: v}
+	if b.Records != nil && v.LogUUID != "" {
+		rec, err := b.Records.Get(v.LogUUID)
+		if err != nil {
+			b.logger().Warn("leg failure record", "volume", name, "err", err)
+		}
+		vs.Failure = rec
+		if rec != nil && !rec.OneDisk {
+			vs.OneDisk = false // a degraded two-disk volume: its sink stands in for the failed leg
+		}
+	}
 	info, st, err := b.DM.Status(ctx, v.Mirror)
 	if err != nil {
 		return vs, fmt.Errorf("status of volume %s: %w", name, err)
 	}
 	vs.EventNr, vs.Suspended = info.EventNr, info.Suspended
 	vs.OpenCount = info.OpenCount
+	if v.DataFailed {
+		if v.Name != v.Mirror {
+			if top, err := b.DM.Info(ctx, v.Name); err == nil {
+				vs.OpenCount = top.OpenCount
+			}
+		}
+		return vs, nil
+	}
 	if len(st) != 1 || st[0].Type != "mirror" {
 		return vs, fmt.Errorf("status of volume %s: mirror %s has %d targets, want one mirror", name, v.Mirror, len(st))
 	}
@@ -200,6 +267,11 @@ func (b *Builder) Remove(ctx context.Context, name string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("remove volume %s: removed %v, then %s failed (remaining: %v): %w", name, v.Devices[:i], d, v.Devices[i:], err)
+		}
+	}
+	if b.Records != nil && v.LogUUID != "" {
+		if err := b.Records.Delete(v.LogUUID); err != nil {
+			b.logger().Warn("volume removed, its leg failure record not", "volume", name, "err", err)
 		}
 	}
 	b.logger().Info("volume removed", "volume", name, "devices", v.Devices)

@@ -101,7 +101,11 @@ func (c *Core) Step(m *Message) {
 	case ReqInSync:
 		r, ok := c.region(m, v)
 		if ok {
-			c.replyBool(m, v.inSync.get(r))
+			in := v.inSync.get(r)
+			if !in {
+				v.unseen.set(r, true) // the kernel may now write it unmarked
+			}
+			c.replyBool(m, in)
 		}
 	case ReqIsClean:
 		r, ok := c.region(m, v)
@@ -165,6 +169,7 @@ func (c *Core) Step(m *Message) {
 				v.syncHint = min(v.syncHint, r)
 			}
 		}
+		c.regionSynced(v, r, in)
 		c.reply(m, 0)
 	case ReqIsRemoteRecovering:
 		// The kernel holds writes at or above in_sync_hint for up to 250 ms:

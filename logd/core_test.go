@@ -15,7 +15,8 @@ import (
 // disk needs.
 var shellFiles = map[string]bool{
 	"server.go": true, "store.go": true, "feed.go": true,
-	"connector_linux.go": true, "connector_others.go": true,
+	"connector_linux.go": true, "connector_others.go": true, "stats.go": true,
+	"storefault.go": true, "failflag.go": true, "fdatasync_linux.go": true, "fdatasync_others.go": true,
 }
 
 var forbiddenImports = []string{

@@ -10,6 +10,7 @@
 //	codec.go, payload.go   wire format: nlmsghdr + cn_msg + dm_ulog_request
 //	ctrargs.go             CTR arguments and their validation
 //	core.go, volume.go     Core: Step, Ready/Advance, Tick (no I/O, no clock)
+//	unseen.go              writes the kernel never MARKs (resync): pending at SET_REGION_SYNC
 //	snapshot.go            Restore from the store; replicator queries
 //	server.go, store.go    the shell: commit (sync) before replying; Replicator
 //	connector_linux.go     the NETLINK_CONNECTOR socket
@@ -40,4 +41,16 @@
 // of the answer's size: the kernel keeps the reply size as the room for its
 // retry). Generations jump to a new epoch at every restore, so a replicator
 // never sees one reused.
+//
+// # Store failures
+//
+// A commit that fails (ENOSPC, EIO, a Pebble fatal error) or does not
+// return within the commit timeout fails the store for the rest of the
+// run (storefault.go): the server goes on answering the kernel from
+// memory, writes nothing more, and refuses Replicated, PendAll and PendRegions, so no
+// region is acknowledged that the disk does not hold as pending. Before
+// that it sets the fail flag (failflag.go), a preallocated file written in
+// place, which works on a full file system; the next start finds it and
+// makes every region pending and marked (ResyncAll), as DRBD resyncs in
+// full after losing its bitmap, and clears it only once that is stored.
 package logd

@@ -36,5 +36,8 @@ func (s *Server) PendAll(uuid string) error {
 	if err := s.core.PendAll(uuid); err != nil {
 		return err
 	}
-	return s.readyLocked(nil)
+	if !s.readyLocked(nil) {
+		return s.failed
+	}
+	return nil
 }

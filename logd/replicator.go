@@ -24,10 +24,11 @@ type Replicator interface {
 	// Quiet reports whether the region has no outstanding MARK (no write
 	// in flight). A replicator reads a region only while it is quiet.
 	Quiet(uuid string, region uint64) (bool, error)
-	// Replicated durably removes the region from the pending set if its
-	// generation is still gen, and reports whether it did. A MARK since the
-	// generation was read leaves the region pending.
-	Replicated(uuid string, region, gen uint64) (bool, error)
+	// Replicated durably removes each region whose generation is still the
+	// one given from the pending set, with one sync for the whole batch, and
+	// reports how many it removed. A MARK since a generation was read leaves
+	// that region pending.
+	Replicated(uuid string, regions []PendingRegion) (int, error)
 	// Changes returns a channel that receives a volume UUID whenever that
 	// volume gains pending regions or becomes quiet. The channel is closed
 	// when ctx is done. Sends never block the log: a slow reader may see

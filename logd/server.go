@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,9 +27,10 @@ type Conn interface {
 // LevelTrace logs every request and reply (--log-level DEBUG-4).
 const LevelTrace = slog.LevelDebug - 4
 
-// ErrStore wraps a failed commit: the in-memory state is ahead of the disk
-// and the server stops; a restart recovers from the store, and the kernel
-// re-sends the unanswered requests.
+// ErrStore wraps a failed commit (see StoreError): the in-memory state is
+// ahead of the disk. The server keeps answering the kernel from memory,
+// refuses Replicated and PendAll, and the next start resyncs every volume
+// in full (FailFlag).
 var ErrStore = errors.New("logd: state store failed")
 
 // Server is the shell around Core: it reads requests from a Conn, steps the
@@ -41,8 +43,14 @@ type Server struct {
 
 	mu     sync.Mutex
 	core   *Core
-	failed error
+	failed error // the store failed (ErrStore); also in storeErr
 	out    []byte
+
+	storeErr      atomic.Pointer[error]
+	flag          *FailFlag
+	onStoreFail   func(error)
+	commitTimeout time.Duration
+	heartbeat     func()
 
 	// Drop-log rate limit: at most one line per interval.
 	lastDrop time.Time
@@ -54,6 +62,10 @@ type Server struct {
 	cycles, syncs  uint64
 	busy, syncTime time.Duration
 	sendTime       time.Duration
+	// stats: lock-free counters for Stats; cycleStart is when handle
+	// received the datagrams whose replies the current Ready sends.
+	stats      serverStats
+	cycleStart time.Time
 }
 
 var _ Replicator = (*Server)(nil)
@@ -75,10 +87,11 @@ func NewServer(store Store, log *slog.Logger) (*Server, error) {
 		log.Info("recovered log", "uuid", s.UUID, "regions", s.Meta.Regions,
 			"region_sectors", s.Meta.RegionSectors, "pending", len(s.Pending))
 	}
-	s := &Server{log: log, store: store, core: c, trace: log.Enabled(context.Background(), LevelTrace)}
-	if err := s.readyLocked(nil); err != nil { // persist the restored generation epoch
-		return nil, err
-	}
+	s := &Server{log: log, store: store, core: c, trace: log.Enabled(context.Background(), LevelTrace),
+		commitTimeout: DefaultCommitTimeout}
+	// Persist the restored generation epoch. A store that fails here
+	// leaves the server serving from memory (see StoreError).
+	s.readyLocked(nil)
 	return s, nil
 }
 
@@ -100,25 +113,21 @@ func (s *Server) Serve(ctx context.Context, conn Conn) error {
 	for {
 		dgrams, err := conn.Receive(ctx)
 		if err != nil {
-			if f := s.failure(); f != nil {
-				return f
-			}
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("receive from kernel: %w", err)
 		}
-		if err := s.handle(conn, dgrams); err != nil {
-			return err
-		}
+		s.handle(conn, dgrams)
 	}
 }
 
 // TickInterval is how often the server ticks the core (see Core.Tick).
 const TickInterval = time.Second
 
-// tickLoop ticks the core until ctx is done. A failed commit closes conn so
-// that Serve returns the failure.
+// tickLoop ticks the core until ctx is done. Each tick, once the core's
+// lock was taken and the tick's Ready handled, it calls the heartbeat (the
+// systemd watchdog): a log loop that hangs stops the pings.
 func (s *Server) tickLoop(ctx context.Context, conn Conn) {
 	t := time.NewTicker(TickInterval)
 	defer t.Stop()
@@ -129,38 +138,27 @@ func (s *Server) tickLoop(ctx context.Context, conn Conn) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		var err error
-		if s.failed == nil {
-			s.core.Tick()
-			err = s.readyLocked(conn)
-		}
+		s.core.Tick()
+		s.readyLocked(conn)
+		hb := s.heartbeat
 		s.mu.Unlock()
-		if err != nil {
-			s.log.Error("periodic checkpoint failed", "err", err)
-			_ = conn.Close()
-			return
+		if hb != nil {
+			hb()
 		}
 	}
-}
-
-func (s *Server) failure() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failed
 }
 
 // handle steps every message of the datagrams and handles one Ready.
-func (s *Server) handle(conn Conn, dgrams [][]byte) error {
+func (s *Server) handle(conn Conn, dgrams [][]byte) {
 	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cycleStart = start
 	defer func() {
 		s.cycles++
 		s.busy += time.Since(start)
+		s.cycleStart = time.Time{}
 	}()
-	if s.failed != nil {
-		return s.failed
-	}
 	for _, d := range dgrams {
 		for rest := d; len(rest) > 0; {
 			var m Message
@@ -179,27 +177,30 @@ func (s *Server) handle(conn Conn, dgrams [][]byte) error {
 			s.core.Step(&m)
 		}
 	}
-	return s.readyLocked(conn)
+	s.readyLocked(conn)
 }
 
 // readyLocked runs one Ready cycle: persist (sync if needed), send, log,
-// notify, advance.
-func (s *Server) readyLocked(conn Conn) error {
+// notify, advance. It reports whether the Ready's changes are durable
+// (false once the store failed: the replies are sent all the same, from
+// memory).
+func (s *Server) readyLocked(conn Conn) bool {
 	if !s.core.HasReady() {
-		return nil
+		return s.failed == nil
 	}
 	rd := s.core.Ready()
-	if len(rd.Changes) > 0 || rd.MustSync {
+	if (len(rd.Changes) > 0 || rd.MustSync) && s.failed == nil {
 		t0 := time.Now()
-		err := s.store.Commit(rd.Changes, rd.MustSync)
+		err := s.commit(rd.Changes, rd.MustSync)
 		if rd.MustSync {
+			d := time.Since(t0)
 			s.syncs++
-			s.syncTime += time.Since(t0)
+			s.syncTime += d
+			s.stats.synced(d)
 		}
 		if err != nil {
-			// No reply leaves: the kernel retries against the restarted daemon.
-			s.failed = fmt.Errorf("%w: %w", ErrStore, err)
-			return s.failed
+			s.storeFailedLocked(err)
+			s.stats.failed(s.failed)
 		}
 	}
 	var sendErr error
@@ -214,7 +215,11 @@ func (s *Server) readyLocked(conn Conn) error {
 		if err == nil && conn != nil {
 			t1 := time.Now()
 			err = conn.Send(s.out)
-			s.sendTime += time.Since(t1)
+			t2 := time.Now()
+			s.sendTime += t2.Sub(t1)
+			if !s.cycleStart.IsZero() {
+				s.stats.observe(r.Msg.Req.Type(), t2.Sub(s.cycleStart))
+			}
 		}
 		if err != nil && sendErr == nil {
 			sendErr = err
@@ -233,7 +238,7 @@ func (s *Server) readyLocked(conn Conn) error {
 		s.feed.publish(u)
 	}
 	s.core.Advance(rd)
-	return nil
+	return s.failed == nil
 }
 
 // checkpoint writes what is still only in memory (CLEARs since the last
@@ -245,8 +250,8 @@ func (s *Server) checkpoint() {
 		return
 	}
 	s.core.Checkpoint()
-	if err := s.readyLocked(nil); err != nil {
-		s.log.Error("final checkpoint of the dirty log failed", "err", err)
+	if !s.readyLocked(nil) {
+		s.log.Error("final checkpoint of the dirty log failed", "err", s.failed)
 	}
 }
 
@@ -312,23 +317,35 @@ func (s *Server) Quiet(uuid string, region uint64) (bool, error) {
 	return s.core.Quiet(uuid, region)
 }
 
-// Replicated durably removes the region from the pending set if its
+// Replicated durably removes the regions from the pending set if their
 // generation is still gen and no write is in flight; it returns after the
 // removal is synced.
-func (s *Server) Replicated(uuid string, region, gen uint64) (bool, error) {
+func (s *Server) Replicated(uuid string, regions []PendingRegion) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed != nil {
-		return false, s.failed
+		return 0, s.failed
 	}
-	ok, err := s.core.Replicated(uuid, region, gen)
-	if err != nil || !ok {
-		return ok, err
+	n := 0
+	var stepErr error
+	for _, p := range regions {
+		ok, err := s.core.Replicated(uuid, p.Region, p.Gen)
+		if err != nil {
+			stepErr = fmt.Errorf("region %d: %w", p.Region, err)
+			break
+		}
+		if ok {
+			n++
+		}
 	}
-	if err := s.readyLocked(nil); err != nil {
-		return false, err
+	if n > 0 {
+		// One sync for the batch; a failed one leaves every region pending
+		// on the disk, and the caller counts none as replicated.
+		if !s.readyLocked(nil) {
+			return 0, s.failed
+		}
 	}
-	return true, nil
+	return n, stepErr
 }
 
 // Changes returns a channel that receives a volume UUID whenever it gains

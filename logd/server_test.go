@@ -95,10 +95,10 @@ func TestServerWritePathAndReplicator(t *testing.T) {
 	if err != nil || len(p) != 2 || p[0].Region != 3 || p[1].Region != 60 {
 		t.Fatalf("pending %v %v", p, err)
 	}
-	if ok, err := d.srv.Replicated("vol", 3, p[0].Gen); !ok || err != nil {
-		t.Fatalf("replicated %v %v", ok, err)
+	if n, err := d.srv.Replicated("vol", p[:1]); n != 1 || err != nil {
+		t.Fatalf("replicated %v %v", n, err)
 	}
-	if ok, _ := d.srv.Replicated("vol", 60, p[1].Gen); ok {
+	if n, _ := d.srv.Replicated("vol", p[1:]); n != 0 {
 		t.Fatal("replicated a region with a write in flight")
 	}
 	size, count, err := d.srv.RegionSize("vol")
@@ -156,21 +156,38 @@ type failingStore struct{ logd.Store }
 func (failingStore) Commit([]logd.Change, bool) error     { return errors.New("disk on fire") }
 func (failingStore) Load() ([]logd.VolumeSnapshot, error) { return nil, nil }
 
-func TestServerStoreFailureSendsNoReply(t *testing.T) {
+// TestServerStoreFailureServesFromMemory: a store that fails does not stop
+// the server: the kernel's requests are answered from memory, the failure
+// is reported, and no region counts as replicated.
+func TestServerStoreFailureServesFromMemory(t *testing.T) {
 	srv, err := logd.NewServer(failingStore{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := kerneltest.New()
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background(), k.Conn()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	sctx, stop := context.WithCancel(context.Background())
+	go func() { done <- srv.Serve(sctx, k.Conn()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := k.Request(ctx, "v", 1, logd.ReqCtr, []byte("100 core 8")); err == nil {
-		t.Fatal("CTR answered although its state was not stored")
+	check(t)(k.Do(ctx, "v", 1, logd.ReqCtr, []byte("100 core 8")))
+	check(t)(k.Do(ctx, "v", 1, logd.ReqFlush, logd.AppendRegions(nil, 2)))
+	if err := srv.StoreError(); !errors.Is(err, logd.ErrStore) {
+		t.Fatalf("store error %v", err)
 	}
-	if err := <-done; !errors.Is(err, logd.ErrStore) {
-		t.Fatalf("serve returned %v, want ErrStore", err)
+	p, err := srv.Pending("v")
+	if err != nil || len(p) != 1 {
+		t.Fatalf("pending from memory: %v %v", p, err)
+	}
+	if _, err := srv.Replicated("v", p); !errors.Is(err, logd.ErrStore) {
+		t.Fatalf("replicated with a failed store: %v", err)
+	}
+	if err := srv.PendAll("v"); !errors.Is(err, logd.ErrStore) {
+		t.Fatalf("pend all with a failed store: %v", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }
 

@@ -48,6 +48,7 @@ func (c *Core) Restore(snaps []VolumeSnapshot) error {
 			}
 			v.inSync.load(ch, w)
 		}
+		v.restoreUnseen()
 		for ch, w := range s.Marked {
 			if ch >= v.marked.chunks() {
 				return fmt.Errorf("restore %s: marked chunk %d beyond %d regions", s.UUID, ch, m.Regions)

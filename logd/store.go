@@ -60,3 +60,6 @@ func (s PebbleStore) Commit(changes []Change, sync bool) error {
 	}
 	return b.Commit(sync)
 }
+
+// Failed reports the database's fatal error (see pebble.DB.Failed).
+func (s PebbleStore) Failed() (<-chan struct{}, error) { return s.DB.Failed() }

@@ -21,6 +21,7 @@ type volume struct {
 
 	inSync  bitset            // bit set: legs known equal
 	marked  bitset            // bit set: MARKed, not yet CLEARed
+	unseen  bitset            // bit set: out of sync and maybe written with no MARK (see unseen.go)
 	pending map[uint64]uint64 // region -> generation, until Replicated
 
 	// What the store holds as of the last sync.
@@ -41,7 +42,7 @@ type volume struct {
 func newVolume(uuid string, meta VolumeMeta) *volume {
 	return &volume{
 		uuid: uuid, meta: meta,
-		inSync: newBitset(meta.Regions), marked: newBitset(meta.Regions),
+		inSync: newBitset(meta.Regions), marked: newBitset(meta.Regions), unseen: newBitset(meta.Regions),
 		pending:   make(map[uint64]uint64),
 		durMarked: newBitset(meta.Regions), durPending: newBitset(meta.Regions),
 	}

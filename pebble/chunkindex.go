@@ -1,6 +1,6 @@
 package pebble
 
-// Chunk index: each volume's content-defined chunk list (package blockhash)
+// Chunk index: each volume's content-defined chunk list (computed by package blockhash)
 // and the reference counts of a content-addressed chunk store.
 //
 // # Keys (prefix 0x20..0x2f)
@@ -33,8 +33,6 @@ import (
 	"sync"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
-
-	"github.com/dmsync/dmsync/blockhash"
 )
 
 // Key prefixes of the chunk index.
@@ -66,7 +64,7 @@ var (
 // VolumeInfo is the volume record of a chunk index.
 type VolumeInfo struct {
 	// Params are the chunking parameters the index was built with.
-	Params blockhash.Params
+	Params IndexParams
 	// Size is the volume's size in bytes: the chunks tile [0, Size).
 	Size uint64
 	// Chunks is the number of chunks.
@@ -88,11 +86,11 @@ func NewChunkIndex(db *pebbledb.DB) *ChunkIndex { return &ChunkIndex{db: db} }
 
 // Create replaces volume's chunk index with chunks (which must tile
 // [0, size)) in one synced batch, adjusting refcounts.
-func (x *ChunkIndex) Create(volume string, info VolumeInfo, chunks []blockhash.Chunk) error {
+func (x *ChunkIndex) Create(volume string, info VolumeInfo, chunks []IndexChunk) error {
 	if err := checkVolumeName(volume); err != nil {
 		return err
 	}
-	if err := info.Params.Validate(); err != nil {
+	if err := info.Params.validate(); err != nil {
 		return fmt.Errorf("create chunk index of volume %q: %w", volume, err)
 	}
 	var off uint64
@@ -136,7 +134,7 @@ func (x *ChunkIndex) Create(volume string, info VolumeInfo, chunks []blockhash.C
 // records root as the new Merkle root. Every removed chunk must be stored as
 // is and every added chunk's offset must be free after the removals;
 // otherwise Apply writes nothing and returns ErrStaleDiff.
-func (x *ChunkIndex) Apply(volume string, d blockhash.Diff, root [32]byte) error {
+func (x *ChunkIndex) Apply(volume string, d IndexDiff, root [32]byte) error {
 	if err := checkVolumeName(volume); err != nil {
 		return err
 	}
@@ -228,7 +226,7 @@ func (x *ChunkIndex) Info(volume string) (VolumeInfo, error) {
 // Load returns volume's record and chunk list. A malformed entry, a gap or
 // overlap, or a list that disagrees with the record returns ErrCorrupt
 // naming the volume and offset.
-func (x *ChunkIndex) Load(volume string) (VolumeInfo, []blockhash.Chunk, error) {
+func (x *ChunkIndex) Load(volume string) (VolumeInfo, []IndexChunk, error) {
 	if err := checkVolumeName(volume); err != nil {
 		return VolumeInfo{}, nil, err
 	}
@@ -238,8 +236,8 @@ func (x *ChunkIndex) Load(volume string) (VolumeInfo, []blockhash.Chunk, error) 
 	if err != nil {
 		return VolumeInfo{}, nil, err
 	}
-	chunks := make([]blockhash.Chunk, 0, info.Chunks)
-	err = x.scanChunks(volume, func(c blockhash.Chunk) error {
+	chunks := make([]IndexChunk, 0, info.Chunks)
+	err = x.scanChunks(volume, func(c IndexChunk) error {
 		if want := lastEnd(chunks); c.Offset != want {
 			return fmt.Errorf("%w: volume %q: chunk at offset %d, expected one at offset %d", ErrCorrupt, volume, c.Offset, want)
 		}
@@ -260,7 +258,7 @@ func (x *ChunkIndex) Load(volume string) (VolumeInfo, []blockhash.Chunk, error) 
 // order, without loading the whole list: what a rehash or a sender needs
 // around a changed region. Gaps and malformed entries return ErrCorrupt
 // naming the volume and offset.
-func (x *ChunkIndex) Range(volume string, r blockhash.Range) ([]blockhash.Chunk, error) {
+func (x *ChunkIndex) Range(volume string, r IndexRange) ([]IndexChunk, error) {
 	if err := checkVolumeName(volume); err != nil {
 		return nil, err
 	}
@@ -279,7 +277,7 @@ func (x *ChunkIndex) Range(volume string, r blockhash.Range) ([]blockhash.Chunk,
 		return nil, fmt.Errorf("read chunk index of volume %q: %w", volume, err)
 	}
 	defer it.Close()
-	var out []blockhash.Chunk
+	var out []IndexChunk
 	for ok := it.SeekLT(chunkKey(volume, r.Off+1)); ok; ok = it.Next() {
 		k := it.Key()
 		if len(k) != len(lo)+8 {
@@ -325,7 +323,7 @@ func (x *ChunkIndex) Refcount(id [32]byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-func lastEnd(chunks []blockhash.Chunk) uint64 {
+func lastEnd(chunks []IndexChunk) uint64 {
 	if len(chunks) == 0 {
 		return 0
 	}
@@ -348,24 +346,24 @@ func (x *ChunkIndex) info(volume string) (VolumeInfo, error) {
 	return info, nil
 }
 
-func (x *ChunkIndex) getChunk(volume string, off uint64) (blockhash.Chunk, error) {
+func (x *ChunkIndex) getChunk(volume string, off uint64) (IndexChunk, error) {
 	v, closer, err := x.db.Get(chunkKey(volume, off))
 	if err != nil {
 		if errors.Is(err, pebbledb.ErrNotFound) {
-			return blockhash.Chunk{}, err
+			return IndexChunk{}, err
 		}
-		return blockhash.Chunk{}, fmt.Errorf("read chunk of volume %q at offset %d: %w", volume, off, err)
+		return IndexChunk{}, fmt.Errorf("read chunk of volume %q at offset %d: %w", volume, off, err)
 	}
 	defer closer.Close()
 	c, err := decodeChunk(off, v)
 	if err != nil {
-		return blockhash.Chunk{}, fmt.Errorf("%w: volume %q: chunk at offset %d: %w", ErrCorrupt, volume, off, err)
+		return IndexChunk{}, fmt.Errorf("%w: volume %q: chunk at offset %d: %w", ErrCorrupt, volume, off, err)
 	}
 	return c, nil
 }
 
 // scanChunks calls fn for each stored chunk of volume in offset order.
-func (x *ChunkIndex) scanChunks(volume string, fn func(blockhash.Chunk) error) error {
+func (x *ChunkIndex) scanChunks(volume string, fn func(IndexChunk) error) error {
 	lo := chunkKey(volume, 0)[:3+len(volume)]
 	it, err := x.db.NewIter(&pebbledb.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
@@ -405,7 +403,7 @@ func keyOffset(k []byte, n int) uint64 {
 // deleteChunks adds deletions of volume's record and chunk keys to b and
 // their refcount changes to deltas.
 func (x *ChunkIndex) deleteChunks(b *pebbledb.Batch, volume string, deltas map[[32]byte]int64) error {
-	err := x.scanChunks(volume, func(c blockhash.Chunk) error {
+	err := x.scanChunks(volume, func(c IndexChunk) error {
 		deltas[c.ID]--
 		return b.Delete(chunkKey(volume, c.Offset), nil)
 	})
@@ -476,21 +474,21 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-func encodeChunk(c blockhash.Chunk) []byte {
+func encodeChunk(c IndexChunk) []byte {
 	v := make([]byte, 0, chunkValueLen)
 	v = binary.BigEndian.AppendUint64(v, c.Length)
 	v = append(v, c.ID[:]...)
 	return binary.BigEndian.AppendUint64(v, c.Fp)
 }
 
-func decodeChunk(off uint64, v []byte) (blockhash.Chunk, error) {
+func decodeChunk(off uint64, v []byte) (IndexChunk, error) {
 	if len(v) != chunkValueLen {
-		return blockhash.Chunk{}, fmt.Errorf("value has %d bytes, want %d", len(v), chunkValueLen)
+		return IndexChunk{}, fmt.Errorf("value has %d bytes, want %d", len(v), chunkValueLen)
 	}
-	c := blockhash.Chunk{Offset: off, Length: binary.BigEndian.Uint64(v), Fp: binary.BigEndian.Uint64(v[40:])}
+	c := IndexChunk{Offset: off, Length: binary.BigEndian.Uint64(v), Fp: binary.BigEndian.Uint64(v[40:])}
 	copy(c.ID[:], v[8:40])
-	if c.Length == 0 || c.Length > blockhash.MaxChunkLimit {
-		return blockhash.Chunk{}, fmt.Errorf("length %d outside 1..%d", c.Length, blockhash.MaxChunkLimit)
+	if c.Length == 0 || c.Length > MaxIndexChunk {
+		return IndexChunk{}, fmt.Errorf("length %d outside 1..%d", c.Length, MaxIndexChunk)
 	}
 	return c, nil
 }
@@ -512,7 +510,7 @@ func decodeVolume(v []byte) (VolumeInfo, error) {
 	}
 	var info VolumeInfo
 	u32 := func(i int) uint32 { return binary.BigEndian.Uint32(v[1+4*i:]) }
-	info.Params = blockhash.Params{Version: u32(0), Min: u32(1), Avg: u32(2), Max: u32(3)}
+	info.Params = IndexParams{Version: u32(0), Min: u32(1), Avg: u32(2), Max: u32(3)}
 	info.Size = binary.BigEndian.Uint64(v[17:])
 	info.Chunks = binary.BigEndian.Uint64(v[25:])
 	copy(info.Root[:], v[33:])

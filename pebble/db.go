@@ -20,9 +20,10 @@ var ErrFormatVersion = errors.New("pebble: unsupported state format version")
 
 // DB is dmsync's Pebble database: one per state directory.
 type DB struct {
-	db   *pebbledb.DB
-	dir  string
-	opts *Options
+	db    *pebbledb.DB
+	dir   string
+	opts  *Options
+	fatal *fatalState
 }
 
 // Open opens (creating if needed) the database in dir. It clones opts,
@@ -35,17 +36,19 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	cache := pebbledb.NewCache(o.CacheSize)
 	defer cache.Unref()
+	fatal := newFatalState(o.OnFatal)
 	po := &pebbledb.Options{
 		FS:           o.FS,
 		Cache:        cache,
 		MemTableSize: o.MemTableSize,
-		Logger:       slogLogger{o.Logger},
+		Logger:       slogLogger{o.Logger, fatal},
+		ReadOnly:     o.ReadOnly,
 	}
 	db, err := pebbledb.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", dir, err)
 	}
-	d := &DB{db: db, dir: dir, opts: o}
+	d := &DB{db: db, dir: dir, opts: o, fatal: fatal}
 	if err := d.checkFormat(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -56,6 +59,8 @@ func Open(dir string, opts *Options) (*DB, error) {
 func (d *DB) checkFormat() error {
 	v, closer, err := d.db.Get(formatVersionKey)
 	switch {
+	case errors.Is(err, pebbledb.ErrNotFound) && d.opts.ReadOnly:
+		return nil // a new database opened read-only: nothing to check
 	case errors.Is(err, pebbledb.ErrNotFound):
 		val := binary.BigEndian.AppendUint32(nil, FormatVersion)
 		if err := d.db.Set(formatVersionKey, val, pebbledb.Sync); err != nil {
@@ -89,8 +94,23 @@ func (d *DB) writeOpts(sync bool) *pebbledb.WriteOptions {
 	return pebbledb.NoSync
 }
 
-// Close closes the database.
+// Failed returns a channel closed once Pebble met a fatal error, and the
+// error. From then on the database must not be used: the goroutine that
+// met the error is parked holding Pebble's locks, so further calls,
+// including Close, may block for good.
+func (d *DB) Failed() (<-chan struct{}, error) {
+	if p := d.fatal.err.Load(); p != nil {
+		return d.fatal.done, *p
+	}
+	return d.fatal.done, nil
+}
+
+// Close closes the database. After a fatal error (Failed) it does nothing
+// and returns that error: closing could block on the parked goroutine.
 func (d *DB) Close() error {
+	if _, err := d.Failed(); err != nil {
+		return fmt.Errorf("close state store %s: not closed after a fatal error: %w", d.dir, err)
+	}
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("close state store %s: %w", d.dir, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -25,6 +27,13 @@ type Options struct {
 	// benchmarks that compare against durable commits: a crash then loses
 	// acknowledged marks.
 	DisableSync bool
+	// ReadOnly opens the database without writing to it (for a state
+	// directory that is full or read-only): every write fails.
+	ReadOnly bool
+	// OnFatal, if set, is called once when Pebble meets an error it cannot
+	// go on from (a failed WAL or MANIFEST write: ENOSPC, EIO). See
+	// DB.Failed for what happens to the database.
+	OnFatal func(err error)
 }
 
 // Defaults used by EnsureDefaults.
@@ -75,7 +84,10 @@ func (o *Options) clone() *Options {
 }
 
 // slogLogger adapts *slog.Logger to Pebble's Logger.
-type slogLogger struct{ l *slog.Logger }
+type slogLogger struct {
+	l *slog.Logger
+	f *fatalState
+}
 
 func (s slogLogger) Infof(format string, args ...any) {
 	if s.l != nil {
@@ -89,10 +101,42 @@ func (s slogLogger) Errorf(format string, args ...any) {
 	}
 }
 
+// Fatalf is Pebble's "cannot go on": a failed WAL or MANIFEST write. It
+// never panics (a panic in Pebble's background goroutines would take the
+// whole process down, and with it the kernel's dirty log): it records the
+// failure (DB.Failed), calls OnFatal and parks the calling goroutine for
+// good, so Pebble never continues from a state it considers broken. Every
+// later use of the database may then block: callers stop using it once
+// Failed reports.
 func (s slogLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if s.l != nil {
 		s.l.Error(msg, "component", "pebble", "fatal", true)
 	}
-	panic("pebble: fatal: " + msg)
+	if s.f != nil {
+		s.f.fail(errors.New("pebble: " + msg))
+	}
+	select {}
+}
+
+// fatalState is a database's record of a fatal error.
+type fatalState struct {
+	once    sync.Once
+	err     atomic.Pointer[error]
+	done    chan struct{}
+	onFatal func(error)
+}
+
+func newFatalState(onFatal func(error)) *fatalState {
+	return &fatalState{done: make(chan struct{}), onFatal: onFatal}
+}
+
+func (f *fatalState) fail(err error) {
+	f.once.Do(func() {
+		f.err.Store(&err)
+		close(f.done)
+		if f.onFatal != nil {
+			f.onFatal(err)
+		}
+	})
 }

@@ -18,18 +18,21 @@ package pebble
 //
 //	0x38 V P                    progress: root [32] | chunks u64 |
 //	                            acked-at unix nanos i64 | batches u64 |
-//	                            data bytes sent u64
+//	                            data bytes sent u64 | chunking name (rest)
 //
 // What changes together, and when it is synced:
 //   - MarkApplying writes one 0x33 key, synced, before any byte of a batch is
 //     written to the replica image.
 //   - CommitApplied, after the image was fsynced, deletes the 0x31/0x32 pairs
-//     overlapping the batch's ranges, puts the new pairs, deletes the batch's
-//     0x33 key and every older 0x33 key its ranges cover, in one synced batch.
+//     overlapping the batch's ranges that the batch does not keep as they
+//     are, puts the new pairs, deletes the batch's 0x33 key and every older
+//     0x33 key its ranges cover, in one synced batch (no batch when nothing
+//     changes).
 //   - DropApplied (a batch failed, or recovery at open) deletes the 0x31/0x32
 //     pairs overlapping a marker's ranges and keeps the marker, synced: the
 //     index never claims bytes that a half-applied batch may have changed.
-//   - 0x38 is written alone after each acknowledged batch.
+//   - 0x38 is written alone after each acknowledged batch, not synced; it is
+//     synced when the volume's chunking is first recorded.
 // 0x31 and 0x32 always change together: each 0x31 entry has exactly one
 // 0x32 twin.
 
@@ -38,6 +41,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 )
@@ -96,6 +100,9 @@ type SendProgress struct {
 	AckedAt   int64
 	Batches   uint64
 	BytesSent uint64
+	// Chunking names the chunking the volume is sent with to this peer
+	// (empty: none recorded yet); the peer's replica is made with it.
+	Chunking string
 }
 
 func appendName(k []byte, name string) ([]byte, error) {
@@ -422,29 +429,41 @@ func (s *ReplicaStore) DropApplied(vol string, ranges []ByteRange) error {
 	return nil
 }
 
-// covered reports whether every range of m lies inside the union of rs
-// (sorted, non-overlapping).
-func covered(m []ByteRange, rs []ByteRange) bool {
+// subtractRanges returns the parts of m (sorted, non-overlapping) that no
+// range of rs (sorted, non-overlapping) covers.
+func subtractRanges(m []ByteRange, rs []ByteRange) []ByteRange {
+	var out []ByteRange
 	for _, x := range m {
 		pos := x.Start
 		for _, r := range rs {
-			if r.Start <= pos && pos < r.End {
-				pos = r.End
+			if r.End <= pos || r.Start >= x.End {
+				continue
 			}
+			if r.Start > pos {
+				out = append(out, ByteRange{pos, r.Start})
+			}
+			pos = max(pos, r.End)
 			if pos >= x.End {
 				break
 			}
 		}
-		if pos < x.End && x.Start < x.End {
-			return false
+		if pos < x.End {
+			out = append(out, ByteRange{pos, x.End})
 		}
 	}
-	return true
+	return out
 }
+
+// covered reports whether every range of m lies inside the union of rs
+// (sorted, non-overlapping).
+func covered(m []ByteRange, rs []ByteRange) bool { return len(subtractRanges(m, rs)) == 0 }
 
 // CommitApplied durably replaces the index entries overlapping ranges with
 // chunks and clears batch's marker, and every older marker whose ranges are
 // all covered, in one synced batch. Call it only after the image is synced.
+// Entries that stay as they are are not rewritten: a batch costs index
+// writes for what changed, not for its ranges. With nothing to change it
+// writes nothing.
 func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRange, chunks []ReplicaChunk) error {
 	vp, err := volPrefix(prefixReplicaChunk, vol)
 	if err != nil {
@@ -456,14 +475,26 @@ func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRang
 	if err != nil {
 		return err
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
+	old := map[uint64]ReplicaChunk{}
 	for _, r := range ranges {
-		if err := s.dropOverlapping(b, vol, r); err != nil {
+		if err := s.overlapping(vol, r, func(c ReplicaChunk) { old[c.Offset] = c }); err != nil {
 			return fmt.Errorf("commit %s batch %d: %w", vol, batch, err)
 		}
 	}
+	b := s.db.NewBatch()
+	defer b.Close()
 	for _, c := range chunks {
+		o, had := old[c.Offset]
+		if had && o == c {
+			delete(old, c.Offset)
+			continue
+		}
+		if had {
+			delete(old, c.Offset)
+			if err := b.Delete(byIDKey(ip, o.ID, o.Offset), nil); err != nil {
+				return err
+			}
+		}
 		if err := b.Set(replicaChunkKey(vp, c.Offset), encodeReplicaChunk(c), nil); err != nil {
 			return err
 		}
@@ -471,17 +502,69 @@ func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRang
 			return err
 		}
 	}
+	for _, o := range old { // entries no new chunk starts at
+		if err := b.Delete(replicaChunkKey(vp, o.Offset), nil); err != nil {
+			return err
+		}
+		if err := b.Delete(byIDKey(ip, o.ID, o.Offset), nil); err != nil {
+			return err
+		}
+	}
+	// An older marker (a batch that failed or was cut off after writing)
+	// shrinks by what this batch rewrote: once other batches rewrote all of
+	// its ranges, in one batch or in many, it is gone.
 	for _, m := range markers {
-		if m.Batch == batch || covered(m.Ranges, ranges) {
-			if err := b.Delete(binary.BigEndian.AppendUint64(bytes.Clone(ap), m.Batch), nil); err != nil {
+		key := binary.BigEndian.AppendUint64(bytes.Clone(ap), m.Batch)
+		rest := subtractRanges(m.Ranges, ranges)
+		switch {
+		case m.Batch == batch || len(rest) == 0:
+			if err := b.Delete(key, nil); err != nil {
+				return err
+			}
+		case !slices.Equal(rest, m.Ranges):
+			if err := b.Set(key, encodeRanges(rest), nil); err != nil {
 				return err
 			}
 		}
+	}
+	if b.Empty() {
+		return nil
 	}
 	if err := b.Commit(pebbledb.Sync); err != nil {
 		return fmt.Errorf("commit %s batch %d: %w", vol, batch, err)
 	}
 	return nil
+}
+
+// overlapping calls fn for every index entry overlapping r, in offset order.
+func (s *ReplicaStore) overlapping(vol string, r ByteRange, fn func(ReplicaChunk)) error {
+	vp, _ := volPrefix(prefixReplicaChunk, vol)
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	// The chunk starting before r may reach into it.
+	if it.SeekLT(replicaChunkKey(vp, r.Start)) {
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if c.End() > r.Start {
+			fn(c)
+		}
+	}
+	for ok := it.SeekGE(replicaChunkKey(vp, r.Start)); ok; ok = it.Next() {
+		c, err := decodeReplicaChunk(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if c.Offset >= r.End {
+			break
+		}
+		fn(c)
+	}
+	return it.Error()
 }
 
 func progressKey(vol, peer string) ([]byte, error) {
@@ -506,7 +589,7 @@ func (s *ReplicaStore) Progress(vol, peer string) (SendProgress, bool, error) {
 		return SendProgress{}, false, fmt.Errorf("progress %s to %s: %w", vol, peer, err)
 	}
 	defer closer.Close()
-	if len(v) != 64 {
+	if len(v) < 64 {
 		return SendProgress{}, false, fmt.Errorf("progress %s to %s: corrupt value", vol, peer)
 	}
 	var p SendProgress
@@ -515,11 +598,29 @@ func (s *ReplicaStore) Progress(vol, peer string) (SendProgress, bool, error) {
 	p.AckedAt = int64(binary.BigEndian.Uint64(v[40:]))
 	p.Batches = binary.BigEndian.Uint64(v[48:])
 	p.BytesSent = binary.BigEndian.Uint64(v[56:])
+	p.Chunking = string(v[64:])
 	return p, true, nil
 }
 
-// SetProgress stores the sender's record for (vol, peer).
+// SetProgress stores the sender's record for (vol, peer). It is not synced:
+// the counters are informational, and a crash loses at most the latest
+// ones (a batch's durability is the peer's ack and the dirty log's sync).
+// Use RecordChunking for the one field that must be durable.
 func (s *ReplicaStore) SetProgress(vol, peer string, p SendProgress) error {
+	return s.setProgress(vol, peer, p, pebbledb.NoSync)
+}
+
+// RecordChunking durably records the chunking vol is sent to peer with.
+func (s *ReplicaStore) RecordChunking(vol, peer, chunking string) error {
+	p, _, err := s.Progress(vol, peer)
+	if err != nil {
+		return err
+	}
+	p.Chunking = chunking
+	return s.setProgress(vol, peer, p, pebbledb.Sync)
+}
+
+func (s *ReplicaStore) setProgress(vol, peer string, p SendProgress, opts *pebbledb.WriteOptions) error {
 	k, err := progressKey(vol, peer)
 	if err != nil {
 		return err
@@ -529,7 +630,8 @@ func (s *ReplicaStore) SetProgress(vol, peer string, p SendProgress) error {
 	v = binary.BigEndian.AppendUint64(v, uint64(p.AckedAt))
 	v = binary.BigEndian.AppendUint64(v, p.Batches)
 	v = binary.BigEndian.AppendUint64(v, p.BytesSent)
-	if err := s.db.Set(k, v, pebbledb.Sync); err != nil {
+	v = append(v, p.Chunking...)
+	if err := s.db.Set(k, v, opts); err != nil {
 		return fmt.Errorf("progress %s to %s: %w", vol, peer, err)
 	}
 	return nil

@@ -128,6 +128,13 @@ func TestProgressAndMeta(t *testing.T) {
 	if got, ok, _ := s.Progress("v", "p"); !ok || got != p {
 		t.Fatalf("progress %+v", got)
 	}
+	if err := s.RecordChunking("v", "p", "cdc"); err != nil {
+		t.Fatal(err)
+	}
+	p.Chunking = "cdc"
+	if got, ok, _ := s.Progress("v", "p"); !ok || got != p {
+		t.Fatalf("progress with chunking %+v", got)
+	}
 	m := ReplicaMeta{Size: 1 << 30, Algorithm: "fixed-v1", Min: 1, Avg: 2, Max: 3}
 	s.SetMeta("v", m)
 	if got, ok, _ := s.Meta("v"); !ok || got != m {
@@ -153,4 +160,59 @@ func FuzzRanges(f *testing.F) {
 			t.Fatalf("round trip %x -> %x", v, got)
 		}
 	})
+}
+
+// TestReplicaMarkerShrinks: a batch cut off after writing (a crash) leaves
+// its marker; the resends that rewrite its ranges may come in several
+// smaller batches, and once all of them committed the replica is no longer
+// "applying" (seen in the guest: B killed mid-batch stayed applying for
+// good, and verify refused).
+func TestReplicaMarkerShrinks(t *testing.T) {
+	s := memStore(t)
+	s.MarkApplying("v", 1, []ByteRange{{0, 100}, {200, 300}})
+	steps := []struct {
+		batch uint64
+		r     []ByteRange
+		left  []ByteRange
+	}{
+		{2, []ByteRange{{0, 100}}, []ByteRange{{200, 300}}},
+		{3, []ByteRange{{250, 400}}, []ByteRange{{200, 250}}},
+		{4, []ByteRange{{100, 220}}, []ByteRange{{220, 250}}},
+		{5, []ByteRange{{220, 250}}, nil},
+	}
+	for _, st := range steps {
+		s.MarkApplying("v", st.batch, st.r)
+		if err := s.CommitApplied("v", st.batch, st.r, nil); err != nil {
+			t.Fatal(err)
+		}
+		ms, err := s.Applying("v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.left == nil {
+			if len(ms) != 0 {
+				t.Fatalf("after batch %d: markers %v, want none", st.batch, ms)
+			}
+			continue
+		}
+		if len(ms) != 1 || ms[0].Batch != 1 || !slices.Equal(ms[0].Ranges, st.left) {
+			t.Fatalf("after batch %d: markers %v, want batch 1 with %v", st.batch, ms, st.left)
+		}
+	}
+}
+
+func TestSubtractRanges(t *testing.T) {
+	for _, tc := range []struct {
+		m, rs, want []ByteRange
+	}{
+		{[]ByteRange{{0, 10}}, []ByteRange{{0, 10}}, nil},
+		{[]ByteRange{{0, 10}}, []ByteRange{{2, 4}, {6, 8}}, []ByteRange{{0, 2}, {4, 6}, {8, 10}}},
+		{[]ByteRange{{0, 10}, {20, 30}}, []ByteRange{{5, 25}}, []ByteRange{{0, 5}, {25, 30}}},
+		{[]ByteRange{{0, 10}}, nil, []ByteRange{{0, 10}}},
+		{[]ByteRange{{10, 20}}, []ByteRange{{0, 5}, {30, 40}}, []ByteRange{{10, 20}}},
+	} {
+		if got := subtractRanges(tc.m, tc.rs); !slices.Equal(got, tc.want) {
+			t.Errorf("subtractRanges(%v, %v) = %v, want %v", tc.m, tc.rs, got, tc.want)
+		}
+	}
 }

@@ -137,3 +137,18 @@ func TestCDCSourceRootIsFresh(t *testing.T) {
 		t.Fatal("SourceRoot changed the chunker's list")
 	}
 }
+
+// TestCDCChunkerStartsMidVolume: a chunker without a list (a sender after a
+// restart) asked for ranges in the middle chunks from offset 0 up to them,
+// and its list is a prefix of a full chunking.
+func TestCDCChunkerStartsMidVolume(t *testing.T) {
+	c := smallCDC(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	vol := randomVolume(rng, 1<<20)
+	k := NewCDCChunker(c, nil)
+	cutAll(t, k, vol, []uint64{9, 12}, 64<<10)
+	got, full := k.List(), fullList(t, c, vol)
+	if len(got) == 0 || len(got) > len(full) || !slices.Equal(got, full[:len(got)]) || got[len(got)-1].End() < 13*64<<10 {
+		t.Fatal("list after a mid-volume start is not a prefix of a full chunking reaching the ranges")
+	}
+}

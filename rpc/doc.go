@@ -18,6 +18,22 @@
 // batches are in flight; the receiver runs batches on disjoint ranges
 // concurrently.
 //
+// # Verify and repair (verify.go, scrub.go)
+//
+// Sender.VerifyWith compares the source with the replica's real bytes: a
+// Scrub stream has the receiver re-read its image at a bounded rate
+// (DefaultScrubRate unless the request says otherwise) and send the
+// BLAKE3-256 of every 1 MiB piece, hashed from the image, never from its
+// index, while the sender hashes its source in the same pieces; differing
+// pieces are scrubbed again in 4 KiB pieces, and the merged ranges are the
+// answer. The older comparison of the source's chunk list with the
+// replica's index (Merkle trees over TreeNodes) stays as an option: it
+// says whether the index, which decides what the receiver asks for, still
+// describes the image. Sender.Repair makes the receiver drop its index over
+// the regions holding differing ranges (Scrub with forget), forgets the
+// sender's acknowledged fingerprints, and pends the regions in the dirty
+// log, so the next pass sends them.
+//
 // # Guarantees
 //
 //   - The sender reads a region only while logd reports it quiet, with the
@@ -29,9 +45,36 @@
 //     hashes to its id. A batch that wrote and then failed leaves its
 //     marker and drops its ranges' index entries, so the replica shows as
 //     applying (not clean) until a later batch covers them.
+//   - Consistency points (senderpoint.go, point.go): once the replica
+//     holds a point, batches are staged on the receiver, not written in
+//     place, and regions count as replicated only when their point is
+//     committed; the sender freezes the volume (Freezer) only to read what
+//     changed since it was staged. The replica's image is always the
+//     source at its recovery point, or, during the commit's apply, a
+//     committed point that is applied again after any failure.
 //   - Errors are sentinels (errors.go); rpc/grpctransport/status.go maps
-//     them to gRPC codes and back in one place. Permanent ones stop the
-//     sender; the others are retried with backoff.
+//     them to gRPC codes and back in one place. Permanent ones, and
+//     ErrSource, stop the sender; the others are retried with the one
+//     retry policy, Backoff.
+//
+// # The sender's loop
+//
+// Sender.Run is the one replication loop: it sends every pending, quiet
+// region, retries failed passes with Backoff, and waits for the dirty log's
+// change feed; SenderConfig.OnProgress and Sender.Status report its state,
+// a live read rate, the pass's size and an ETA from the first batch on.
+// With the fixed chunker the sender keeps each acknowledged chunk's XXH64
+// and hashes and offers only chunks whose fingerprint moved (all of them
+// again after any failure).
+//
+// # Layers
+//
+// pebble stores, blockhash computes, rpc moves data: RehashIndex
+// orchestrates a rehash of pebble's chunk index with blockhash's chunker,
+// and pebble imports neither (pebble.TestStorageImportsNoCompute).
+// The receiver reads copy sources before it writes anything, so data
+// shifted within a batch's own ranges (an insertion under CDC) is copied
+// locally instead of sent.
 //
 // The logic here does not import gRPC: Transport and ApplyStream are the
 // seam, rpc/grpctransport the mutual-TLS gRPC implementation, and

@@ -30,6 +30,14 @@ var (
 	// ErrRootMismatch: the peer acknowledged with a root other than the
 	// sender computed for its own chunk list.
 	ErrRootMismatch = errors.New("replica root differs from source")
+	// ErrStaged: the replica holds a consistent point, so a batch written
+	// in place would tear it; the sender must stage its batches
+	// (Offer.Point) and commit them as a point.
+	ErrStaged = errors.New("replica holds a consistent point: batches must be staged")
+	// ErrPointLost: the receiver does not hold the point being committed
+	// as the sender sent it (it restarted, or another point replaced it);
+	// the sender starts the point again.
+	ErrPointLost = errors.New("point not staged on the receiver")
 )
 
 // Permanent reports whether retrying err cannot help without an operator:
@@ -38,3 +46,7 @@ func Permanent(err error) bool {
 	return errors.Is(err, ErrPermission) || errors.Is(err, ErrUnknownVolume) ||
 		errors.Is(err, ErrVolumeMismatch) || errors.Is(err, ErrParamsMismatch)
 }
+
+// ErrSource wraps a failure to read or chunk the source volume: the sender
+// stops, and its owner reopens the volume before starting it again.
+var ErrSource = errors.New("cannot read the source volume")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -48,6 +49,9 @@ type ReceiverConfig struct {
 	MaxBatchBytes uint64
 	// MaxChunks bounds the chunks in one offer (default 1<<18).
 	MaxChunks int
+	// StagingDir holds the redo files of consistency points being staged
+	// (point.go); without it the receiver refuses staged batches.
+	StagingDir string
 }
 
 // Receiver applies batches from senders to replicas. It holds no transport:
@@ -58,6 +62,22 @@ type Receiver struct {
 	vols  map[string]*recvVolume
 	seq   atomic.Uint64
 	known map[string]bool
+	// Bytes written: to images in place, to staging files, and to
+	// images from staging files when points were applied.
+	inPlace, staged, applied atomic.Uint64
+}
+
+// ReceiverStats counts the bytes a receiver wrote.
+type ReceiverStats struct {
+	// InPlace is written straight into images (before a replica's first
+	// point); Staged into staging files (redo records, with their 16-byte
+	// headers); Applied from staging files into images.
+	InPlace, Staged, Applied uint64
+}
+
+// Stats returns the receiver's counters.
+func (r *Receiver) Stats() ReceiverStats {
+	return ReceiverStats{InPlace: r.inPlace.Load(), Staged: r.staged.Load(), Applied: r.applied.Load()}
 }
 
 type recvVolume struct {
@@ -67,9 +87,20 @@ type recvVolume struct {
 	inflight map[uint64][]pebble.ByteRange // batch id -> its ranges
 	released chan struct{}                 // closed when a batch ends
 	senders  map[string]bool
-	mu       sync.Mutex // guards params and stored
+	mu       sync.Mutex // guards params, stored, hasPoint and point
 	params   ChunkParams
 	stored   bool // the store holds the volume's meta
+	hasPoint bool // the replica holds a consistency point: no batch is written in place
+	point    RecoveryPoint
+	// pmu guards the point being staged (point.go).
+	pmu    sync.Mutex
+	token  uint64             // the point being staged; 0: none
+	staged []pebble.ByteRange // ranges its batches staged so far
+	// syncMu serializes the image's fsyncs; syncErr is the first that
+	// failed. Linux reports a writeback error once, so after one failure
+	// no batch of the image is acknowledged until the receiver is rebuilt.
+	syncMu  sync.Mutex
+	syncErr error
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -133,12 +164,28 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 				errs = append(errs, err)
 			}
 		}
+		if err := r.recoverPoint(rv); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		r.vols[v.Name] = rv
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("receiver config: %w", err)
 	}
 	return r, nil
+}
+
+// MaxOfferBytes bounds the encoded size of any offer the receiver would
+// accept (MaxChunks chunks with their block fingerprints, MaxBatchBytes in
+// all). A transport refuses larger messages before decoding them, so an
+// authorized peer cannot make the receiver decode more than this per
+// stream.
+func (r *Receiver) MaxOfferBytes() int {
+	const perChunk = 64 // offset, length, 32-byte id and their tags, as a message
+	const perRange = 32 // start, end and tags
+	blocks := r.cfg.MaxBatchBytes/blockhash.BlockSize + uint64(r.cfg.MaxChunks)
+	return 4096 + r.cfg.MaxChunks*(perChunk+perRange) + int(blocks)*8
 }
 
 // KnownSender reports whether id may send any volume: the TLS handshake
@@ -186,8 +233,10 @@ func (r *Receiver) Tree(peer, name string) (*blockhash.Tree, error) {
 func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 	h := NewRootHasher(v.Size)
 	var list []blockhash.Chunk
+	var covered uint64
 	err := r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
 		h.Add(Chunk{Offset: c.Offset, Length: c.Length, ID: c.ID})
+		covered += uint64(c.Length)
 		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
 		return nil
 	})
@@ -199,7 +248,15 @@ func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 		return RootInfo{}, err
 	}
 	root, n := h.Sum()
-	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Applying: len(ms) > 0}
+	v.mu.Lock()
+	point := v.point
+	v.mu.Unlock()
+	// A committed point not yet fully applied leaves the image torn.
+	st, _, err := r.cfg.Store.Staging(v.Name)
+	if err != nil {
+		return RootInfo{}, err
+	}
+	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Covered: covered, Applying: len(ms) > 0 || st.Committed, Point: point}
 	if len(list) > 0 {
 		info.MerkleRoot = blockhash.NewTree(list).Root()
 	}
@@ -215,7 +272,7 @@ func (r *Receiver) validate(v *recvVolume, o *Offer) error {
 	p := v.params
 	v.mu.Unlock()
 	if p != (ChunkParams{}) && o.Params != p {
-		return fmt.Errorf("volume %q: offer chunked with %+v, replica uses %+v: %w", v.Name, o.Params, p, ErrParamsMismatch)
+		return fmt.Errorf("volume %q: offer chunked with %v, but the replica was made with %v: %w (send it with the replica's chunking, or give the volume a new replica)", v.Name, o.Params, p, ErrParamsMismatch)
 	}
 	if o.Params.Max == 0 || o.Params.Algorithm == "" || o.Params.Min > o.Params.Max {
 		return fmt.Errorf("volume %q: chunk params %+v: %w", v.Name, o.Params, ErrBadOffer)
@@ -272,6 +329,10 @@ type Batch struct {
 	pending  int
 	wrote    bool
 	finished bool
+	// A staged batch (offer.Point != 0) writes to its redo file instead of
+	// the image (point.go).
+	redo      *os.File
+	redoBytes uint64
 }
 
 // Begin validates an offer from peer, durably marks its ranges applying,
@@ -285,6 +346,24 @@ func (r *Receiver) Begin(ctx context.Context, peer string, o *Offer) (*Batch, Ne
 	}
 	if err := r.validate(v, o); err != nil {
 		r.log.Warn("refused offer", "volume", o.Volume, "peer", peer, "err", err)
+		return nil, Need{}, err
+	}
+	v.syncMu.Lock()
+	serr := v.syncErr
+	v.syncMu.Unlock()
+	if serr != nil {
+		return nil, Need{}, fmt.Errorf("volume %q: an earlier fsync of the replica image failed; fix the disk, then restart dmsyncd: %w", v.Name, serr)
+	}
+	v.mu.Lock()
+	hasPoint, seq := v.hasPoint, v.point.Seq
+	v.mu.Unlock()
+	if o.Point != 0 {
+		if err := r.stageBegin(v, o.Point); err != nil {
+			return nil, Need{}, err
+		}
+	} else if hasPoint {
+		return nil, Need{}, fmt.Errorf("volume %q holds consistency point %d: %w", v.Name, seq, ErrStaged)
+	} else if err := r.dropStaging(v); err != nil {
 		return nil, Need{}, err
 	}
 	b := &Batch{r: r, v: v, offer: o, id: r.seq.Add(1), dups: map[int][]int{}, blocks: map[int][]bool{}}
@@ -351,27 +430,25 @@ func (v *recvVolume) releaseBatch(id uint64) {
 	v.imu.Unlock()
 }
 
-// inFlight reports whether c overlaps a range some batch in flight (this
-// one included) may be writing: such bytes are no copy source.
-func (b *Batch) inFlight(c pebble.ReplicaChunk) bool {
+// otherInFlight reports whether c overlaps a range another batch in flight
+// may be writing: such bytes are no copy source. (This batch's own ranges
+// are read before it writes anything.)
+func (b *Batch) otherInFlight(c pebble.ReplicaChunk) bool {
 	cr := []pebble.ByteRange{{Start: c.Offset, End: c.End()}}
 	b.v.imu.Lock()
 	defer b.v.imu.Unlock()
-	for _, rs := range b.v.inflight {
-		if overlap(rs, cr) {
+	for id, rs := range b.v.inflight {
+		if id != b.id && overlap(rs, cr) {
 			return true
 		}
 	}
 	return false
 }
 
-// plan marks the batch applying and decides, chunk by chunk, whether it is
-// present, can be copied locally, or is missing.
+// plan decides, chunk by chunk, whether it is present, can be copied
+// locally, or is missing.
 func (b *Batch) plan() (Need, error) {
 	st, name := b.r.cfg.Store, b.v.Name
-	if err := st.MarkApplying(name, b.id, b.ranges); err != nil {
-		return Need{}, err
-	}
 	have := map[uint64]pebble.ReplicaChunk{}
 	var haveList []pebble.ReplicaChunk // ascending offsets (ranges are sorted)
 	for _, rg := range b.ranges {
@@ -390,34 +467,57 @@ func (b *Batch) plan() (Need, error) {
 	}
 	defer finder.Close()
 	need := Need{Missing: b.missing}
-	firstMissing := map[ID]int{}
+	// Chunks are duplicates only if id and length agree: an offer's
+	// lengths are not verified yet, and a chunk's bytes are written at
+	// every duplicate's offset.
+	type idLen struct {
+		id  ID
+		len uint32
+	}
+	firstMissing := map[idLen]int{}
 	var buf []byte
+	// Copies are read (and verified) first and written after the loop: a
+	// source may lie in this batch's own ranges (data shifted by an
+	// insertion), where an earlier copy would overwrite it.
+	type copyOp struct {
+		data []byte
+		off  uint64
+	}
+	var copies []copyOp
 	for i, c := range b.chunks {
 		if h, ok := have[c.Offset]; ok && h.Length == c.Length && ID(h.ID) == c.ID {
-			need.Present++
-			continue
+			if b.offer.Point == 0 || !b.v.stagedOverlaps(c.Offset, c.End()) {
+				need.Present++
+				continue
+			}
+			// An earlier batch of this point staged over the chunk: stage
+			// it again, from the image, so this batch's version wins.
+			data := make([]byte, c.Length)
+			if _, err := b.v.Image.ReadAt(data, int64(c.Offset)); err == nil && Sum(data) == c.ID {
+				copies = append(copies, copyOp{data: data, off: c.Offset})
+				need.Present++
+				continue
+			}
 		}
-		if j, ok := firstMissing[c.ID]; ok {
+		if j, ok := firstMissing[idLen{c.ID, c.Length}]; ok {
 			b.dups[j] = append(b.dups[j], i)
 			continue
 		}
-		src, ok, err := finder.Find(c.ID, b.inFlight)
+		src, ok, err := finder.Find(c.ID, b.otherInFlight)
 		if err != nil {
 			return Need{}, err
 		}
 		if ok && src.Length == c.Length {
-			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
-			if _, err := b.v.Image.ReadAt(buf, int64(src.Offset)); err == nil && Sum(buf) == c.ID {
-				if err := b.write(buf, c.Offset); err != nil {
-					return Need{}, err
-				}
+			data := make([]byte, c.Length)
+			if _, err := b.v.Image.ReadAt(data, int64(src.Offset)); err == nil && Sum(data) == c.ID {
+				copies = append(copies, copyOp{data: data, off: c.Offset})
 				need.Copied++
 				continue
 			}
 			b.r.log.Warn("indexed chunk does not match the image; asking the sender", "volume", name, "offset", src.Offset)
 		}
 		b.missing[i] = true
-		firstMissing[c.ID] = i
+		firstMissing[idLen{c.ID, c.Length}] = i
 		b.pending++
 		if len(c.Blocks) > 0 && overlapsAny(haveList, c) {
 			// The replica held older data here: ask only for changed blocks.
@@ -438,6 +538,11 @@ func (b *Batch) plan() (Need, error) {
 			}
 		}
 	}
+	for _, cp := range copies {
+		if err := b.write(cp.data, cp.off); err != nil {
+			return Need{}, err
+		}
+	}
 	need.Blocks = b.blocks
 	return need, nil
 }
@@ -454,8 +559,20 @@ func blockCount(c Chunk) uint64 {
 	return (c.End()-1)/blockhash.BlockSize - c.Offset/blockhash.BlockSize + 1
 }
 
+// write writes data at off in the image. The first write of a batch first
+// marks its ranges applying, durably: a batch that writes nothing costs no
+// marker, no image sync and no index write.
 func (b *Batch) write(data []byte, off uint64) error {
+	if b.offer.Point != 0 {
+		return b.stage(data, off)
+	}
+	if !b.wrote {
+		if err := b.r.cfg.Store.MarkApplying(b.v.Name, b.id, b.ranges); err != nil {
+			return err
+		}
+	}
 	b.wrote = true
+	b.r.inPlace.Add(uint64(len(data)))
 	if _, err := b.v.Image.WriteAt(data, int64(off)); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			return fmt.Errorf("volume %q: write at %d: %w: %w", b.v.Name, off, ErrNoSpace, err)
@@ -581,12 +698,14 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 		return Ack{}, err
 	}
 	defer b.release()
-	if err := b.v.Image.Sync(); err != nil {
+	if b.offer.Point != 0 {
+		return b.commitStaged()
+	}
+	// A batch that wrote nothing (the replica held every chunk) has no
+	// image bytes to sync.
+	if err := b.syncImage(); err != nil {
 		b.abortLocked()
-		if errors.Is(err, syscall.ENOSPC) {
-			return Ack{}, fmt.Errorf("volume %q: sync: %w: %w", b.v.Name, ErrNoSpace, err)
-		}
-		return Ack{}, fmt.Errorf("volume %q: sync: %w", b.v.Name, err)
+		return Ack{}, err
 	}
 	idx := make([]pebble.ReplicaChunk, len(b.chunks))
 	for i, c := range b.chunks {
@@ -597,18 +716,8 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 		b.abortLocked()
 		return Ack{}, err
 	}
-	b.v.mu.Lock()
-	stored := b.v.stored
-	b.v.mu.Unlock()
-	if !stored {
-		// The first commit fixes the replica's shape for good.
-		p := b.offer.Params
-		if err := st.SetMeta(b.v.Name, pebble.ReplicaMeta{Size: b.v.Size, Algorithm: p.Algorithm, Min: p.Min, Avg: p.Avg, Max: p.Max}); err != nil {
-			return Ack{}, err
-		}
-		b.v.mu.Lock()
-		b.v.params, b.v.stored = p, true
-		b.v.mu.Unlock()
+	if err := b.r.storeMeta(b.v, b.offer.Params); err != nil {
+		return Ack{}, err
 	}
 	if !wantRoot {
 		return Ack{}, nil
@@ -618,6 +727,53 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 		return Ack{}, err
 	}
 	return Ack{Root: info.Root, Chunks: info.Chunks, HasRoot: true}, nil
+}
+
+// storeMeta records the replica's shape at its first commit, for good.
+func (r *Receiver) storeMeta(v *recvVolume, p ChunkParams) error {
+	v.mu.Lock()
+	stored := v.stored
+	v.mu.Unlock()
+	if stored {
+		return nil
+	}
+	if err := r.cfg.Store.SetMeta(v.Name, pebble.ReplicaMeta{Size: v.Size, Algorithm: p.Algorithm, Min: p.Min, Avg: p.Avg, Max: p.Max}); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.params, v.stored = p, true
+	v.mu.Unlock()
+	return nil
+}
+
+func (b *Batch) syncImage() error {
+	if !b.wrote {
+		b.v.syncMu.Lock()
+		defer b.v.syncMu.Unlock()
+		if err := b.v.syncErr; err != nil {
+			return fmt.Errorf("volume %q: an earlier fsync of the replica image failed, so no batch is acknowledged (fix the disk, then restart dmsyncd: batches since are sent again): %w", b.v.Name, err)
+		}
+		return nil
+	}
+	return b.r.syncVolume(b.v)
+}
+
+// syncVolume fsyncs the replica image; a failure is sticky (Linux reports
+// a writeback error once), so nothing of the image is acknowledged after.
+func (r *Receiver) syncVolume(v *recvVolume) error {
+	v.syncMu.Lock()
+	defer v.syncMu.Unlock()
+	if v.syncErr != nil {
+		return fmt.Errorf("volume %q: an earlier fsync of the replica image failed, so no batch is acknowledged (fix the disk, then restart dmsyncd: batches since are sent again): %w", v.Name, v.syncErr)
+	}
+	if err := v.Image.Sync(); err != nil {
+		v.syncErr = err
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("volume %q: sync: %w: %w", v.Name, ErrNoSpace, err)
+		}
+		return fmt.Errorf("volume %q: sync: %w", v.Name, err)
+	}
+	return nil
 }
 
 // Abort ends a batch without committing it. If anything was written, the
@@ -632,14 +788,16 @@ func (b *Batch) Abort() {
 }
 
 func (b *Batch) abortLocked() {
+	if b.offer.Point != 0 {
+		b.abortStaged()
+		return
+	}
 	if b.wrote {
 		if err := b.r.cfg.Store.DropApplied(b.v.Name, b.ranges); err != nil {
 			b.r.log.Error("drop index of aborted batch", "volume", b.v.Name, "err", err)
 		}
-	} else if err := b.r.cfg.Store.CommitApplied(b.v.Name, b.id, nil, nil); err != nil {
-		// Nothing written: the marker can simply go.
-		b.r.log.Error("clear marker of aborted batch", "volume", b.v.Name, "err", err)
 	}
+	// Nothing written: no marker was made.
 }
 
 func (b *Batch) release() {

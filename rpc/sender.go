@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +44,24 @@ type SenderConfig struct {
 	// Inflight is how many batches may await their acks at once
 	// (default 2).
 	Inflight int
+	// OnProgress, if set, is called with the sender's status after every
+	// acknowledged batch and whenever its state changes (sending, idle,
+	// retrying, stopped). It must not block; it runs on the sender's
+	// goroutines.
+	OnProgress func(SenderStatus)
+	// Freezer, if set, makes consistency points (senderpoint.go): the
+	// peer's replica then only ever moves from one point in time of the
+	// volume to the next. Without it, batches are written in place.
+	Freezer Freezer
+	// PointInterval is the least time between two points (0: a point as
+	// soon as every pending region was sent).
+	PointInterval time.Duration
+	// MaxCaptureBytes bounds what is read while the volume is frozen
+	// (default 64 MiB): with more pending, more is sent first.
+	MaxCaptureBytes uint64
+	// MaxPause bounds one freeze (default 2 s); a capture that takes
+	// longer is dropped and made again.
+	MaxPause time.Duration
 }
 
 // Stats counts a sender's work.
@@ -62,6 +79,10 @@ type Stats struct {
 	Replicated    int // regions marked replicated
 	Requeued      int // regions written during their read: stay pending
 	SkippedBusy   int // regions skipped because a write was in flight
+	Passes        int // passes that left nothing sendable pending
+	// ChunksUnchanged counts chunks read but not offered: their
+	// fingerprint was the one the peer last acknowledged.
+	ChunksUnchanged int
 }
 
 // maxRun bounds the bytes of one Data message (a run of chunks).
@@ -69,16 +90,27 @@ const maxRun = 256 << 10
 
 // Sender replicates one volume to one peer.
 type Sender struct {
-	mu          sync.Mutex // guards stats, ack and the fields below
-	lastAckAt   time.Time
-	runStarted  time.Time
-	readAtStart uint64
-	cfg         SenderConfig
-	src         io.ReaderAt // cfg.Source, counted
-	read        atomic.Int64
-	log         *slog.Logger
-	stats       Stats
-	ack         Ack
+	mu        sync.Mutex // guards stats, ack and the fields below
+	lastAckAt time.Time
+	state     string
+	lastErr   error // why the sender is retrying or stopped; nil while it works
+	rate      rateWindow
+	cfg       SenderConfig
+	// acked holds, per fixed-size chunk, the XXH64 fingerprint (low bit
+	// set; 0: unknown) of the bytes the peer acknowledged: A's side hashes
+	// and offers only chunks whose fingerprint moved. Cleared on any
+	// failure. 8 bytes per chunk, allocated on first use; volumes of more
+	// than maxFingerprinted chunks go without.
+	fpMu  sync.Mutex
+	acked []uint64
+	src   io.ReaderAt // cfg.Source, counted
+	read  atomic.Int64
+	log   *slog.Logger
+	stats Stats
+	ack   Ack
+	// pt is the consistency point being built (senderpoint.go); only the
+	// goroutine running drain and the batches' finishers touch it.
+	pt pointState
 }
 
 // NewSender checks cfg and returns a Sender.
@@ -111,8 +143,15 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
-	snd := &Sender{cfg: cfg, log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}
+	if cfg.MaxCaptureBytes == 0 {
+		cfg.MaxCaptureBytes = 64 << 20
+	}
+	if cfg.MaxPause == 0 {
+		cfg.MaxPause = 2 * time.Second
+	}
+	snd := &Sender{cfg: cfg, state: "starting", log: cfg.Logger.With("volume", cfg.Volume, "peer", cfg.Peer)}
 	snd.src = countingReader{r: cfg.Source, n: &snd.read}
+	snd.pt.init()
 	return snd, nil
 }
 
@@ -142,25 +181,24 @@ type batch struct {
 	last    bool // last batch of the pass: ask for the root
 	regions []logd.PendingRegion
 	offer   Offer
-	data    [][]byte // per range: the bytes that were hashed
+	data    [][]byte          // per range: the bytes that were hashed
+	fps     map[uint64]uint64 // offered chunk offset -> XXH64 (fixed chunker)
 }
 
 // Run replicates until ctx is done: whenever the volume has pending regions
-// it sends them, then waits for the dirty log to report changes. It returns
-// only ctx's error or a permanent error.
+// it sends them, then waits for the dirty log to report changes. Failed
+// passes are retried with the one Backoff policy for as long as it takes.
+// Run returns only ctx's error, a permanent error (Permanent) or an
+// ErrSource error: the caller must reopen the volume.
 func (s *Sender) Run(ctx context.Context) error {
 	changes := s.cfg.Log.Changes(ctx)
+	tick := time.NewTicker(time.Second) // regions skipped as busy become quiet
+	defer tick.Stop()
 	for {
-		if _, err := s.RunOnce(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if Permanent(err) {
-				return err
-			}
-			s.log.Warn("replication pass failed", "err", err)
+		if err := s.drain(ctx, 0); err != nil {
+			return err
 		}
-		for {
+		for waiting := true; waiting; {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -168,52 +206,93 @@ func (s *Sender) Run(ctx context.Context) error {
 				if !ok {
 					return ctx.Err()
 				}
-				if u != s.cfg.Volume {
-					continue
-				}
-			case <-time.After(time.Second): // regions skipped as busy become quiet
+				waiting = u != s.cfg.Volume
+			case <-tick.C:
+				waiting = false
 			}
-			break
 		}
 	}
 }
 
 // RunOnce sends every pending, quiet region of the volume, retrying failed
-// batches with backoff, and returns when none is left that can be sent now
-// (regions with a write in flight are left for the next pass).
+// passes with backoff (at most MaxAttempts in a row without progress, if
+// set), and returns when none is left that can be sent now (regions with a
+// write in flight are left for the next call).
 func (s *Sender) RunOnce(ctx context.Context) (Stats, error) {
-	s.mu.Lock()
-	s.runStarted, s.readAtStart = time.Now(), uint64(s.read.Load())
-	s.mu.Unlock()
+	err := s.drain(ctx, s.cfg.MaxAttempts)
+	return s.Stats(), err
+}
+
+// drain runs passes until one finds nothing more to send, retrying failed
+// ones with backoff; maxAttempts > 0 bounds consecutive failures without
+// progress.
+func (s *Sender) drain(ctx context.Context, maxAttempts int) error {
+	s.beginRate()
+	defer s.endRate()
+	bo := Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	attempts := 0
-	backoff := s.cfg.MinBackoff
 	for {
 		progressed, more, err := s.pass(ctx)
 		if err == nil && !more {
-			return s.Stats(), nil
+			// Everything sendable was sent: make a consistency point
+			// of it, when one is due.
+			made, perr := s.maybePoint(ctx)
+			if perr == nil {
+				if made {
+					progressed = true
+				}
+				s.count(func(st *Stats) { st.Passes++ })
+				s.setState("idle")
+				return nil
+			}
+			err = perr
 		}
 		if err == nil {
+			// More is pending (a writer keeps dirtying regions): a point
+			// is made as soon as what is left fits in one freeze, or the
+			// replica would never get one while writes go on.
+			if _, perr := s.maybePoint(ctx); perr == nil {
+				continue
+			} else {
+				err = perr
+			}
+		}
+		if errors.Is(err, ErrStaged) && !s.pt.staged() {
+			// The peer holds a point: from now on batches are staged.
+			s.log.Info("the peer holds a consistency point; staging batches from now on")
+			s.pt.setStaged()
 			continue
 		}
 		s.count(func(st *Stats) { st.Failures++ })
-		if Permanent(err) || ctx.Err() != nil {
-			return s.Stats(), err
+		s.forgetAcked()
+		if !errors.Is(err, errFreezeExpired) {
+			s.pt.abandon()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if Permanent(err) || errors.Is(err, ErrSource) {
+			s.setFailure("stopped: "+err.Error(), err)
+			return err
 		}
 		if progressed {
-			attempts, backoff = 0, s.cfg.MinBackoff
+			attempts = 0
+			bo.Reset()
 		}
 		attempts++
-		if s.cfg.MaxAttempts > 0 && attempts >= s.cfg.MaxAttempts {
-			return s.Stats(), fmt.Errorf("giving up after %d attempts: %w", attempts, err)
+		if maxAttempts > 0 && attempts >= maxAttempts {
+			return fmt.Errorf("giving up after %d attempts: %w", attempts, err)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := bo.Next()
+		s.setFailure(fmt.Sprintf("retrying in %v: %v", wait.Round(time.Millisecond), err), err)
 		s.log.Info("batch failed; retrying", "err", err, "wait", wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			return s.Stats(), ctx.Err()
-		case <-time.After(wait):
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
 		}
-		backoff = min(2*backoff, s.cfg.MaxBackoff)
 	}
 }
 
@@ -225,12 +304,29 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 	if err != nil {
 		return false, false, fmt.Errorf("pending regions: %w", err)
 	}
+	// Regions staged for the point being built, and not written since,
+	// need not be sent again.
+	pending = s.pt.unsent(pending)
 	if len(pending) == 0 {
 		return false, false, nil
 	}
+	progressed, sent, err := s.sendRegions(ctx, pending, s.src, true)
+	if err != nil || sent == 0 {
+		return progressed, err != nil, err
+	}
+	// Regions requeued (written during their read) make another pass useful.
+	return progressed, s.requeuedLastPass(), nil
+}
+
+// sendRegions sends pending regions of src in batches, reading the next
+// batch while the current one is in flight; live says src is the volume
+// itself (so a region with a write in flight is skipped), not a capture.
+// It reports whether any batch was acknowledged and how many were sent.
+func (s *Sender) sendRegions(ctx context.Context, pending []logd.PendingRegion, src io.ReaderAt, live bool) (progressed bool, sent int, err error) {
+	s.setState("sending")
 	regionSize, _, err := s.cfg.Log.RegionSize(s.cfg.Volume)
 	if err != nil {
-		return false, false, fmt.Errorf("region size: %w", err)
+		return false, 0, fmt.Errorf("region size: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -254,7 +350,7 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 		var prev *batch
 		rest := pending
 		for len(rest) > 0 {
-			b, n, err := s.build(rest, regionSize)
+			b, n, err := s.build(rest, regionSize, src, live)
 			rest = rest[n:]
 			if err != nil {
 				put(built{err: err})
@@ -302,7 +398,6 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 		defer errMu.Unlock()
 		return firstErr
 	}
-	sent := 0
 	for bt := range ch {
 		if bt.err != nil {
 			fail(bt.err)
@@ -315,7 +410,7 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 		if failed() != nil || ctx.Err() != nil {
 			break
 		}
-		finish, err := s.send(ctx, bt.b)
+		finish, abandon, err := s.send(ctx, bt.b)
 		if err != nil {
 			<-sem
 			fail(err)
@@ -337,6 +432,7 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 				<-w
 			}
 			if failed() != nil {
+				abandon() // an earlier batch failed: this one is not acked
 				return
 			}
 			if err := finish(); err != nil {
@@ -350,13 +446,12 @@ func (s *Sender) pass(ctx context.Context) (progressed, more bool, err error) {
 	}
 	wg.Wait()
 	if err := failed(); err != nil {
-		return progressed, true, err
+		return progressed, sent, err
 	}
 	if err := ctx.Err(); err != nil {
-		return progressed, true, err
+		return progressed, sent, err
 	}
-	// Regions requeued (written during their read) make another pass useful.
-	return progressed, sent > 0 && s.requeuedLastPass(), nil
+	return progressed, sent, nil
 }
 
 func (s *Sender) requeuedLastPass() bool {
@@ -375,8 +470,8 @@ func (s *Sender) requeuedLastPass() bool {
 // build picks quiet regions from the head of rest until the batch is full,
 // then reads and chunks each run of consecutive regions with one Cut. It
 // returns how many entries of rest it consumed.
-func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, int, error) {
-	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params()}}
+func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64, src io.ReaderAt, live bool) (*batch, int, error) {
+	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params(), Point: s.pt.offerToken()}, fps: map[uint64]uint64{}}
 	type run struct{ start, end uint64 }
 	var runs []run
 	var bytes uint64
@@ -386,7 +481,7 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		start := p.Region * regionSize
 		if start >= s.cfg.Size {
 			// Past the device's end (the log rounds up): nothing to send.
-			if _, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen); err != nil {
+			if _, err := s.cfg.Log.Replicated(s.cfg.Volume, []logd.PendingRegion{p}); err != nil {
 				return nil, n, fmt.Errorf("mark region %d replicated: %w", p.Region, err)
 			}
 			continue
@@ -394,9 +489,12 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 		end := min(start+regionSize, s.cfg.Size)
 		// The generation was recorded (by Pending) before this check and
 		// before the read: a MARK from here on makes Replicated refuse.
-		quiet, err := s.cfg.Log.Quiet(s.cfg.Volume, p.Region)
-		if err != nil {
-			return nil, n, fmt.Errorf("quiet region %d: %w", p.Region, err)
+		quiet := true
+		if live {
+			var err error
+			if quiet, err = s.cfg.Log.Quiet(s.cfg.Volume, p.Region); err != nil {
+				return nil, n, fmt.Errorf("quiet region %d: %w", p.Region, err)
+			}
 		}
 		if !quiet {
 			s.count(func(st *Stats) { st.SkippedBusy++ })
@@ -410,38 +508,135 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64) (*batch, in
 			runs = append(runs, run{start, end})
 		}
 	}
+	fixed, byFingerprint := s.cfg.Chunker.(FixedChunker)
 	for _, ru := range runs {
-		rg, data, err := s.cfg.Chunker.Cut(s.src, s.cfg.Size, ru.start, ru.end)
+		if byFingerprint {
+			// Only chunks whose fingerprint moved since the peer's last
+			// ack are hashed and offered.
+			rgs, data, fps, read, err := fixed.CutChanged(src, s.cfg.Size, ru.start, ru.end, s.changedSinceAck)
+			if err != nil {
+				return nil, n, fmt.Errorf("%w: [%d,%d): %w", ErrSource, ru.start, ru.end, err)
+			}
+			offered := 0
+			for k, rg := range rgs {
+				for i, c := range rg.Chunks {
+					b.fps[c.Offset] = fps[k][i]
+					if c.Length > blockhash.BlockSize {
+						rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[k][c.Offset-rg.Start:c.End()-rg.Start])
+					}
+				}
+				offered += len(rg.Chunks)
+				b.add(rg, data[k])
+			}
+			total := int((read + uint64(fixed.Size) - 1) / uint64(fixed.Size))
+			s.count(func(st *Stats) { st.ChunksUnchanged += total - offered })
+			continue
+		}
+		rg, data, err := s.cfg.Chunker.Cut(src, s.cfg.Size, ru.start, ru.end)
 		if err != nil {
-			return nil, n, fmt.Errorf("read [%d,%d): %w", ru.start, ru.end, err)
+			return nil, n, fmt.Errorf("%w: [%d,%d): %w", ErrSource, ru.start, ru.end, err)
 		}
 		for i, c := range rg.Chunks {
 			if c.Length > blockhash.BlockSize {
 				rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
 			}
 		}
-		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
-			// A chunk reached into this run: trim what is already offered.
-			rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
-			if len(rg.Chunks) == 0 {
-				continue
-			}
-		}
-		if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End == rg.Start {
-			b.offer.Ranges[k].End = rg.End
-			b.offer.Ranges[k].Chunks = append(b.offer.Ranges[k].Chunks, rg.Chunks...)
-			b.data[k] = append(b.data[k], data...)
-			continue
-		}
-		b.offer.Ranges = append(b.offer.Ranges, rg)
-		b.data = append(b.data, data)
+		b.add(rg, data)
 	}
 	s.count(func(st *Stats) { st.BytesRead = uint64(s.read.Load()) })
 	if len(b.regions) == 0 {
 		return nil, n, nil
 	}
+	if len(b.offer.Ranges) == 0 {
+		// Every chunk is as the peer acknowledged it: nothing to send.
+		if b.offer.Point != 0 {
+			s.pt.record(b.offer.Point, b.regions, false) // part of the point as it is
+			return nil, n, nil
+		}
+		m, err := s.cfg.Log.Replicated(s.cfg.Volume, b.regions)
+		if err != nil {
+			return nil, n, fmt.Errorf("mark %d unchanged regions replicated: %w", len(b.regions), err)
+		}
+		s.count(func(st *Stats) {
+			st.Replicated += m
+			st.Requeued += len(b.regions) - m
+		})
+		return nil, n, nil
+	}
 	return b, n, nil
 }
+
+// add appends a cut range and its bytes to the batch's offer, trimming
+// chunks already offered and joining it to an adjacent range.
+func (b *batch) add(rg Range, data []byte) {
+	if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End > rg.Start {
+		// A chunk reached into this run: trim what is already offered.
+		rg, data = trimFront(rg, data, b.offer.Ranges[k].End)
+		if len(rg.Chunks) == 0 {
+			return
+		}
+	}
+	if k := len(b.offer.Ranges) - 1; k >= 0 && b.offer.Ranges[k].End == rg.Start {
+		b.offer.Ranges[k].End = rg.End
+		b.offer.Ranges[k].Chunks = append(b.offer.Ranges[k].Chunks, rg.Chunks...)
+		b.data[k] = append(b.data[k], data...)
+		return
+	}
+	b.offer.Ranges = append(b.offer.Ranges, rg)
+	b.data = append(b.data, data)
+}
+
+// maxFingerprinted bounds the chunks whose fingerprints a sender keeps
+// (128 MiB of memory: a 64 GiB volume in 4 KiB chunks).
+const maxFingerprinted = 1 << 24
+
+// changedSinceAck reports whether the chunk at off has a fingerprint other
+// than the one the peer last acknowledged (or none is known).
+func (s *Sender) changedSinceAck(off, fp uint64) bool {
+	s.fpMu.Lock()
+	defer s.fpMu.Unlock()
+	i := off / uint64(s.fixedSize())
+	return i >= uint64(len(s.acked)) || s.acked[i] != fp|1
+}
+
+// rememberAcked records the fingerprints of chunks the peer acknowledged.
+func (s *Sender) rememberAcked(fps map[uint64]uint64) {
+	cs := uint64(s.fixedSize())
+	n := (s.cfg.Size + cs - 1) / cs
+	if len(fps) == 0 || n > maxFingerprinted {
+		return
+	}
+	s.fpMu.Lock()
+	defer s.fpMu.Unlock()
+	if s.acked == nil {
+		s.acked = make([]uint64, n)
+	}
+	for off, fp := range fps {
+		s.acked[off/cs] = fp | 1
+	}
+}
+
+func (s *Sender) fixedSize() uint32 {
+	if f, ok := s.cfg.Chunker.(FixedChunker); ok && f.Size > 0 {
+		return f.Size
+	}
+	return 1
+}
+
+// forgetAcked drops every remembered fingerprint: after a failure the
+// peer's bytes are not known, so the next pass offers every chunk and the
+// peer's own index decides.
+func (s *Sender) forgetAcked() {
+	s.fpMu.Lock()
+	clear(s.acked)
+	s.fpMu.Unlock()
+}
+
+// ForgetAcked drops what the sender remembers of the peer's acknowledged
+// chunks, so that its next passes offer every pending chunk and the peer's
+// own index decides what to send: for a resync, after the peer's replica
+// was reset (its image changed) or damaged.
+func (s *Sender) ForgetAcked() { s.forgetAcked() }
 
 // countingReader counts the bytes read from the source.
 type countingReader struct {
@@ -472,10 +667,11 @@ func trimFront(rg Range, data []byte, pos uint64) (Range, []byte) {
 // It returns the second half, finish, which waits for the receiver's
 // durable ack and only then marks the batch's regions replicated; finish
 // may run while the next batch streams.
-func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err error) {
+// If finish is not to be called, abandon closes the stream instead.
+func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, abandon func(), err error) {
 	st, err := s.cfg.Transport.Apply(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -484,10 +680,10 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 	}()
 	need, err := st.Offer(&b.offer)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(need.Missing) != b.offer.NumChunks() {
-		return nil, fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
+		return nil, nil, fmt.Errorf("receiver answered for %d of %d chunks: %w", len(need.Missing), b.offer.NumChunks(), ErrProtocol)
 	}
 	s.count(func(st *Stats) { st.ChunksOffered += len(need.Missing) })
 	s.count(func(st *Stats) { st.ChunksCopied += need.Copied })
@@ -536,7 +732,7 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 		return nil
 	}
 	if err := sendWhole(func(i int) bool { return need.Missing[i] && need.Blocks[i] == nil }); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(need.Blocks) > 0 {
 		i := 0
@@ -552,7 +748,7 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 						}
 					}
 					if err := st.SendBlocks(uint32(i), d); err != nil {
-						return nil, err
+						return nil, nil, err
 					}
 					sentBytes += uint64(len(d))
 					s.count(func(st *Stats) { st.BytesSent += uint64(len(d)) })
@@ -564,7 +760,10 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 	}
 	return func() error {
 		defer st.Close()
-		ack, resend, err := st.Finish(b.last)
+		// A staged batch's root would describe the last point, not this
+		// batch: the point's commit reports the root.
+		wantRoot := b.last && b.offer.Point == 0
+		ack, resend, err := st.Finish(wantRoot)
 		if err != nil {
 			return err
 		}
@@ -578,13 +777,14 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 			if err := sendWhole(func(i int) bool { return set[i] }); err != nil {
 				return err
 			}
-			if ack, resend, err = st.Finish(b.last); err != nil {
+			if ack, resend, err = st.Finish(wantRoot); err != nil {
 				return err
 			}
 			if len(resend) > 0 {
 				return fmt.Errorf("receiver asked a second time for %d chunks: %w", len(resend), ErrProtocol)
 			}
 		}
+		s.rememberAcked(b.fps)
 		s.mu.Lock()
 		s.lastAckAt = time.Now()
 		if ack.HasRoot {
@@ -592,17 +792,22 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 		}
 		s.mu.Unlock()
 		s.count(func(st *Stats) { st.Batches++ })
-		for _, p := range b.regions {
-			ok, err := s.cfg.Log.Replicated(s.cfg.Volume, p.Region, p.Gen)
+		if b.offer.Point != 0 {
+			// Staged: the regions count as replicated once the point
+			// is committed.
+			s.pt.record(b.offer.Point, b.regions, true)
+		} else {
+			n, err := s.cfg.Log.Replicated(s.cfg.Volume, b.regions)
 			if err != nil {
-				return fmt.Errorf("mark region %d replicated: %w", p.Region, err)
+				return fmt.Errorf("mark %d regions replicated: %w", len(b.regions), err)
 			}
-			if ok {
-				s.count(func(st *Stats) { st.Replicated++ })
-			} else {
-				s.count(func(st *Stats) { st.Requeued++ })
-			}
+			s.count(func(st *Stats) {
+				st.Replicated += n
+				st.Requeued += len(b.regions) - n
+			})
+			s.pt.sentInPlace()
 		}
+		defer s.progress()
 		if s.cfg.Store != nil {
 			p, _, err := s.cfg.Store.Progress(s.cfg.Volume, s.cfg.Peer)
 			if err != nil {
@@ -619,46 +824,5 @@ func (s *Sender) send(ctx context.Context, b *batch) (finish func() error, err e
 			}
 		}
 		return nil
-	}, nil
-}
-
-// VerifyResult compares the source with the peer's replica.
-type VerifyResult struct {
-	Source, Replica RootInfo
-	Equal           bool
-	// Differ lists the byte ranges where the replica's chunks differ from
-	// the source's, found by descending both Merkle trees.
-	Differ []blockhash.Range
-	Diff   blockhash.DiffStats
-}
-
-// Verify reads the whole source, chunks it from scratch, compares its roots
-// with the peer's and, if they differ, lists the differing byte ranges by
-// descending both Merkle trees (the peer's node by node over the wire).
-func (s *Sender) Verify(ctx context.Context) (VerifyResult, error) {
-	chunks, err := SourceChunks(s.cfg.Chunker, s.cfg.Source, s.cfg.Size)
-	if err != nil {
-		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
-	}
-	h := NewRootHasher(s.cfg.Size)
-	list := make([]blockhash.Chunk, len(chunks))
-	for i, c := range chunks {
-		h.Add(c)
-		list[i] = blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID}
-	}
-	root, n := h.Sum()
-	tree := blockhash.NewTree(list)
-	src := RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size, MerkleRoot: tree.Root()}
-	peer, err := s.cfg.Transport.Root(ctx, s.cfg.Volume)
-	if err != nil {
-		return VerifyResult{}, fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
-	}
-	res := VerifyResult{Source: src, Replica: peer, Equal: peer.Root == root && !peer.Applying}
-	if peer.Root != root {
-		res.Differ, res.Diff, err = tree.Diff(s.cfg.Transport.Tree(ctx, s.cfg.Volume))
-		if err != nil {
-			return res, fmt.Errorf("verify %s: diff trees: %w", s.cfg.Volume, err)
-		}
-	}
-	return res, nil
+	}, st.Close, nil
 }

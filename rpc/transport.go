@@ -16,6 +16,11 @@ type Transport interface {
 	// Tree returns the receiver's Merkle tree of a volume as a NodeSource
 	// that fetches nodes on demand.
 	Tree(ctx context.Context, volume string) blockhash.NodeSource
+	// Commit applies a point staged by Offer.Point batches to the replica.
+	Commit(ctx context.Context, c Commit) (Committed, error)
+	// Scrub asks the receiver to re-read its image and calls each with the
+	// digests of consecutive pieces, in ascending order (Receiver.Scrub).
+	Scrub(ctx context.Context, req ScrubRequest, each func(ScrubDigests) error) error
 }
 
 // ApplyStream carries one batch: Offer, then Send for every run of needed

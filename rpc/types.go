@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"encoding/hex"
+	"fmt"
+	"time"
 )
 
 // ID is a chunk's identity: its BLAKE3-256 digest.
@@ -35,6 +37,15 @@ type ChunkParams struct {
 	Min, Avg, Max uint32
 }
 
+// String names the parameters: "fixed-v1 4096" or "blockhash-cdc-v1
+// 16384/65536/262144" (min/avg/max).
+func (p ChunkParams) String() string {
+	if p.Min == p.Avg && p.Avg == p.Max {
+		return fmt.Sprintf("%s %d", p.Algorithm, p.Max)
+	}
+	return fmt.Sprintf("%s %d/%d/%d", p.Algorithm, p.Min, p.Avg, p.Max)
+}
+
 // Offer opens a batch: the new chunk list of the changed ranges.
 type Offer struct {
 	Volume     string
@@ -42,6 +53,10 @@ type Offer struct {
 	Params     ChunkParams
 	Batch      uint64
 	Ranges     []Range
+	// Point, if not 0, stages the batch as part of that consistency point
+	// (a token the sender picks per point): nothing is written in place
+	// until the point is committed.
+	Point uint64
 }
 
 // NumChunks returns the number of chunks across all ranges.
@@ -90,10 +105,41 @@ type RootInfo struct {
 	Root       ID
 	Chunks     uint64
 	VolumeSize uint64
+	// Covered is how many bytes of the volume the chunk list describes:
+	// VolumeSize once every byte has been received.
+	Covered uint64
 	// Applying is true while a batch is half applied: the replica is not
 	// clean.
 	Applying bool
 	// MerkleRoot is the root of blockhash's Merkle tree over the chunk
 	// list (zero for an empty list).
 	MerkleRoot ID
+	// Point is the last consistency point applied (Seq 0: none yet).
+	Point RecoveryPoint
+}
+
+// RecoveryPoint is a consistency point applied to a replica: its image
+// holds exactly the source as it was at TakenAt.
+type RecoveryPoint struct {
+	Seq       uint64
+	TakenAt   time.Time // the sender's clock, when the source was frozen
+	AppliedAt time.Time // the receiver's clock
+}
+
+// Commit asks the receiver to apply a staged point.
+type Commit struct {
+	Volume string
+	Point  uint64
+	// Batches is how many batches the sender had acknowledged for the
+	// point; the receiver refuses unless it holds exactly those.
+	Batches int
+	TakenAt time.Time
+}
+
+// Committed is the receiver's answer to a Commit: the point applied and
+// the root over the replica's chunk list after it.
+type Committed struct {
+	Point  RecoveryPoint
+	Root   ID
+	Chunks uint64
 }

@@ -15,7 +15,7 @@ die() { echo "deps: $*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "apt-get not found: dmsync's scripts expect Debian bookworm"
 
 pkgs=(qemu-system-x86 busybox-static dmsetup cryptsetup-bin e2fsprogs fio kmod iproute2 util-linux
-      protobuf-compiler ca-certificates)
+      protobuf-compiler ca-certificates chromium help2man strace)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

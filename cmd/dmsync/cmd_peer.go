@@ -2,13 +2,30 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
-	"github.com/dmsync/dmsync/internal/replpb"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/dmsync/dmsync/internal/adminpb"
 )
+
+func newPeerCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "peer",
+		Short: "Pin, list and remove peers",
+		Long: `A peer is another dmsync node, pinned by its node id (what ` + "`dmsync id`" + ` prints
+there): only a node whose TLS key has that id is accepted.`,
+		Example: `  dmsync peer add 6kzp3r… --addr b.example:7420
+  dmsync peer list`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(newPeerAddCommand(g), newPeerListCommand(g), newPeerRemoveCommand(g))
+	return cmd
+}
 
 // peerAddOptions are the flags of `dmsync peer add`.
 type peerAddOptions struct {
@@ -16,54 +33,69 @@ type peerAddOptions struct {
 }
 
 // AddFlags binds the options to fs.
-func (o *peerAddOptions) AddFlags(fs *flag.FlagSet) {
+func (o *peerAddOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Addr, "addr", "", "HOST:PORT the peer's dmsyncd listens on (its --listen)")
 }
 
-// runPeer dispatches `dmsync peer VERB`.
-func runPeer(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("peer: no verb given (add, list)")
+func newPeerAddCommand(g *globalOptions) *cobra.Command {
+	var o peerAddOptions
+	cmd := &cobra.Command{
+		Use:   "add ID --addr HOST:PORT",
+		Short: "Pin a peer by its node id, with the address it listens on",
+		Long: `Pin a peer by its node id (what ` + "`dmsync id`" + ` prints on the peer), with the
+address its dmsyncd listens on. Adding a pinned peer again changes its address.`,
+		Example: "  dmsync peer add 6kzp3rl2c4m7…  --addr b.example:7420",
+		Args:    args("ID"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runPeerAdd(cmd.Context(), o, g, a[0], cmd.OutOrStdout())
+		},
 	}
-	switch args[0] {
-	case "add":
-		var o peerAddOptions
-		fs := flag.NewFlagSet("peer add", flag.ContinueOnError)
-		o.AddFlags(fs)
-		pos, err := parseFlags(fs, args[1:], stderr)
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 || o.Addr == "" {
-			return usageErr("usage: dmsync peer add ID --addr HOST:PORT (ID is what `dmsync id` prints on the peer)")
-		}
-		c, err := dial(ctx, g)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Replication().PeerAdd(ctx, &replpb.PeerAddRequest{Peer: &replpb.Peer{Id: pos[0], Addr: o.Addr}})
-		if err != nil {
-			return c.Err(err)
-		}
-		fmt.Fprintf(stdout, "peer %s pinned at %s\n", pos[0], o.Addr)
-		return nil
-	case "list":
-		c, err := dial(ctx, g)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		r, err := c.Replication().PeerList(ctx, &replpb.PeerListRequest{})
-		if err != nil {
-			return c.Err(err)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tADDRESS")
-		for _, p := range r.GetPeers() {
-			fmt.Fprintf(tw, "%s\t%s\n", p.GetId(), p.GetAddr())
-		}
-		return tw.Flush()
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runPeerAdd(ctx context.Context, o peerAddOptions, g *globalOptions, id string, stdout io.Writer) error {
+	if o.Addr == "" {
+		return usageErr("peer add %s: --addr HOST:PORT is required (the peer's dmsyncd --listen address)", id)
 	}
-	return usageErr("peer: unknown verb %q (add, list)", args[0])
+	c, err := g.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Replication().PeerAdd(ctx, &adminpb.PeerAddRequest{Peer: &adminpb.Peer{Id: id, Addr: o.Addr}}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "peer %s pinned at %s\n", id, o.Addr)
+	return nil
+}
+
+func newPeerListCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Short:   "List the pinned peers",
+		Example: "  dmsync peer list",
+		Args:    args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPeerList(cmd.Context(), g, cmd.OutOrStdout())
+		},
+	}
+}
+
+func runPeerList(ctx context.Context, g *globalOptions, stdout io.Writer) error {
+	c, err := g.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r, err := c.Replication().PeerList(ctx, &adminpb.PeerListRequest{})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS")
+	for _, p := range r.GetPeers() {
+		fmt.Fprintf(tw, "%s\t%s\n", p.GetId(), p.GetAddr())
+	}
+	return tw.Flush()
 }

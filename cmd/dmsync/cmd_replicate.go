@@ -2,116 +2,91 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/dmsync/dmsync/dmtarget"
-	"github.com/dmsync/dmsync/internal/replpb"
+	"github.com/dmsync/dmsync/internal/adminpb"
 )
 
 // replicateOptions are the flags of `dmsync replicate`.
 type replicateOptions struct {
-	To      string
-	Wait    bool
-	Timeout time.Duration
+	To            string
+	As            string
+	Wait          bool
+	PointInterval time.Duration
+	waitOptions
 }
 
 // AddFlags binds the options to fs.
-func (o *replicateOptions) AddFlags(fs *flag.FlagSet) {
+func (o *replicateOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.To, "to", "", "node id of a pinned peer (dmsync peer add)")
+	fs.StringVar(&o.As, "as", "", "the name the peer receives it under (default: its log uuid or VOLUME, whichever the peer knows)")
 	fs.BoolVar(&o.Wait, "wait", false, "wait until every pending region is acknowledged by the peer")
-	fs.DurationVar(&o.Timeout, "timeout", 0, "with --wait: give up after this long (0: no limit)")
+	fs.DurationVar(&o.PointInterval, "point-interval", 0, "least time between two consistency points, e.g. 5m (0: a point as soon as everything written was sent; each point pauses writes briefly)")
+	o.waitOptions.AddFlags(fs)
 }
 
-// runReplicate starts replicating a volume to a peer; dmsyncd keeps doing
-// so across restarts.
-func runReplicate(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
+func newReplicateCommand(g *globalOptions) *cobra.Command {
 	var o replicateOptions
-	fs := flag.NewFlagSet("replicate", flag.ContinueOnError)
-	o.AddFlags(fs)
-	pos, err := parseFlags(fs, args, stderr)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "replicate VOLUME --to PEER [--wait [--timeout D]]",
+		Short: "Replicate a volume to a pinned peer (kept across restarts)",
+		Long: `Replicate a volume to a pinned peer. A new peer gets the whole volume once,
+then only the regions the kernel marks as written. dmsyncd keeps doing so
+across restarts. VOLUME is the dmsync volume's name, its mirror's dm name,
+or its log uuid. The peer may receive it under VOLUME or the log uuid
+(` + "`dmsync receive VOLUME --from THIS-NODE ...`" + ` there), or under --as NAME.`,
+		Example: `  dmsync replicate data --to 6kzp3rl2c4m7…
+  dmsync replicate data --to 6kzp3rl2c4m7… --wait --timeout 2h`,
+		Args: args("VOLUME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runReplicate(cmd.Context(), o, g, a[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
-	if len(pos) != 1 || o.To == "" {
-		return usageErr("usage: dmsync replicate VOLUME --to PEER [--wait [--timeout D]]")
+	o.AddFlags(cmd.Flags())
+	cmd.AddCommand(newReplicateStopCommand(g))
+	return cmd
+}
+
+func runReplicate(ctx context.Context, o replicateOptions, g *globalOptions, volume string, stdout, stderr io.Writer) error {
+	if o.To == "" {
+		return usageErr("replicate %s: --to PEER is required (a node id from `dmsync peer list`)", volume)
 	}
-	c, err := dial(ctx, g)
+	if o.PointInterval < 0 {
+		return usageErr("replicate %s: --point-interval %s is negative", volume, o.PointInterval)
+	}
+	if o.Timeout != 0 && !o.Wait {
+		return usageErr("replicate %s: --timeout only applies with --wait", volume)
+	}
+	c, err := g.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r, err := c.Replication().Replicate(ctx, &replpb.ReplicateRequest{Volume: pos[0], Peer: o.To})
+	r, err := c.Replication().Replicate(ctx, &adminpb.ReplicateRequest{Volume: volume, Peer: o.To, As: o.As, PointIntervalNano: int64(o.PointInterval)})
 	if err != nil {
-		return c.Err(err)
+		return err
 	}
-	fmt.Fprintf(stdout, "replicating %s (log %s, %s read from %s) to %s\n", pos[0], r.GetLogUuid(),
+	fmt.Fprintf(stdout, "replicating %s (log %s, %s read from %s) to %s\n", volume, r.GetLogUuid(),
 		dmtarget.FormatSize(r.GetSize()), r.GetSource(), o.To)
+	if self, err := c.Replication().Node(ctx, &adminpb.NodeRequest{}); err == nil && self.GetId() != "" {
+		fmt.Fprintf(stderr, "on the peer: dmsync receive %s --from %s --image DEVICE --size %d\n", r.GetName(), self.GetId(), r.GetSize())
+	}
 	if !o.Wait {
 		return nil
 	}
-	return waitVolume(ctx, g, pos[0], o.Timeout, stdout)
+	return waitVolume(ctx, c, volume, o.waitOptions, stdout)
 }
 
-// waitOptions are the flags of `dmsync wait`.
-type waitOptions struct {
-	Timeout time.Duration
-}
-
-// AddFlags binds the options to fs.
-func (o *waitOptions) AddFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&o.Timeout, "timeout", 0, "give up after this long (0: no limit)")
-}
-
-// runWait waits until a replicated volume has nothing pending.
-func runWait(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
-	var o waitOptions
-	fs := flag.NewFlagSet("wait", flag.ContinueOnError)
-	o.AddFlags(fs)
-	pos, err := parseFlags(fs, args, stderr)
-	if err != nil {
-		return err
+// checkTimeout refuses a negative --timeout.
+func checkTimeout(d time.Duration) error {
+	if d < 0 {
+		return usageErr("--timeout %v: want a positive duration such as 30m", d)
 	}
-	if len(pos) != 1 {
-		return usageErr("usage: dmsync wait VOLUME [--timeout D]")
-	}
-	return waitVolume(ctx, g, pos[0], o.Timeout, stdout)
-}
-
-// errNotDone is returned when a wait times out.
-var errNotDone = errors.New("replication not done")
-
-func waitVolume(ctx context.Context, g *globalOptions, volume string, timeout time.Duration, stdout io.Writer) error {
-	c, err := dial(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	start := time.Now()
-	for {
-		// Ask in slices so that progress is printed while waiting.
-		slice := 10 * time.Second
-		if timeout > 0 {
-			slice = min(slice, timeout-time.Since(start))
-		}
-		r, err := c.Replication().Wait(ctx, &replpb.WaitRequest{Volume: volume, TimeoutNano: int64(slice)})
-		if err != nil {
-			return c.Err(err)
-		}
-		s := r.GetStatus()
-		if r.GetDone() {
-			fmt.Fprintf(stdout, "%s: replicated: nothing pending; %s read, %s sent in %d batches\n", volume,
-				dmtarget.FormatSize(s.GetBytesRead()), dmtarget.FormatSize(s.GetBytesSent()), s.GetBatches())
-			return nil
-		}
-		fmt.Fprintf(stdout, "%s: %d regions pending (%s to go), %s\n", volume, s.GetPendingRegions(),
-			dmtarget.FormatSize(s.GetBytesToGo()), s.GetState())
-		if timeout > 0 && time.Since(start) >= timeout {
-			return fmt.Errorf("%w after %v: %d regions of %s still pending (dmsync status shows why)",
-				errNotDone, timeout, s.GetPendingRegions(), volume)
-		}
-	}
+	return nil
 }

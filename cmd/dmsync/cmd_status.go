@@ -2,128 +2,191 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
-	"flag"
+	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/dmsync/dmsync/dmtarget"
-	"github.com/dmsync/dmsync/internal/replpb"
+	"github.com/dmsync/dmsync/internal/adminpb"
 )
 
+// statusOptions are the flags of `dmsync status`.
+type statusOptions struct {
+	JSON     bool
+	Raw      bool
+	Problems bool
+}
+
+// AddFlags binds the options to fs.
+func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.JSON, "json", false, "print the status as JSON (schema: doc/status-schema.md)")
+	fs.BoolVar(&o.Raw, "raw", false, "one line per replication of key=value pairs with exact numbers")
+	fs.BoolVarP(&o.Problems, "problems", "x", false, "print only what is wrong (like zpool status -x)")
+}
+
+// now is the clock of the status commands (tests fix it).
+var now = time.Now
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	var o statusOptions
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's volumes, what it sends and receives; exit 1 if something is wrong",
+		Long: `Show this node's volumes, what it sends and what it receives, each with a
+state: synced, syncing, starting, peer-unreachable, refused, peer-full,
+failing, replicator-down, store-failed (sends); healthy, resyncing,
+degraded-leg, store-failed, log-unreachable (volumes); consistent,
+applying, empty, not-served (receives). Exits 1 when any of them is wrong,
+so that it can be used in scripts and checks, like ` + "`zpool status -x`" + `.
+With --json it prints a versioned document (doc/status-schema.md).`,
+		Example: `  dmsync status
+  dmsync status -x || page-oncall
+  dmsync status --json | jq '.sends[] | {volume, state, pending_bytes}'`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runStatus(cmd.Context(), o, g, cmd.OutOrStdout())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
 // runStatus prints what this node sends and receives.
-func runStatus(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	raw := fs.Bool("raw", false, "one line per volume of key=value pairs with exact numbers, for scripts")
-	pos, err := parseFlags(fs, args, stderr)
-	if err != nil {
-		return err
+func runStatus(ctx context.Context, o statusOptions, g *globalOptions, stdout io.Writer) error {
+	if o.JSON && (o.Raw || o.Problems) {
+		return usageErr("status: --json prints everything; leave out --raw and -x")
 	}
-	if len(pos) != 0 {
-		return usageErr("status takes no arguments, got %q", pos)
-	}
-	c, err := dial(ctx, g)
+	c, err := g.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r, err := c.Replication().Status(ctx, &replpb.StatusRequest{})
-	if err != nil {
-		return c.Err(err)
-	}
-	if *raw {
+	if o.Raw {
+		r, err := c.Replication().Status(ctx, &adminpb.StatusRequest{})
+		if err != nil {
+			return err
+		}
 		printRawStatus(stdout, r)
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	if len(r.GetSends()) > 0 {
-		fmt.Fprintln(tw, "SENDS\tPEER\tPENDING\tTO GO\tRATE\tETA\tLAST ACK\tSENT\tPEER ROOT\tSTATE")
-		for _, s := range r.GetSends() {
-			eta, rate := "-", "-"
-			if s.GetBytesToGo() > 0 && s.GetRateBytesPerSec() > 0 {
-				eta = (time.Duration(s.GetEtaSeconds()) * time.Second).String()
-			}
-			if s.GetRateBytesPerSec() > 0 {
-				rate = dmtarget.FormatSize(uint64(s.GetRateBytesPerSec())) + "/s"
-			}
-			ack := "never"
-			if t := s.GetLastAckUnixNano(); t != 0 {
-				ack = time.Since(time.Unix(0, t)).Round(time.Second).String() + " ago"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.GetVolume(), short(s.GetPeer()),
-				s.GetPendingRegions(), dmtarget.FormatSize(s.GetBytesToGo()), rate, eta, ack,
-				dmtarget.FormatSize(s.GetBytesSent()), root(s.GetPeerRoot()), s.GetState())
-		}
-	}
-	if len(r.GetReceives()) > 0 {
-		fmt.Fprintln(tw, "RECEIVES\tFROM\tIMAGE\tSIZE\tCHUNKS\tROOT\tSTATE")
-		for _, v := range r.GetReceives() {
-			state := "clean"
-			if v.GetApplying() {
-				state = "APPLYING (a batch is half applied: not a consistent replica)"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.GetVolume(), short(v.GetFrom()), v.GetImage(),
-				dmtarget.FormatSize(v.GetSize()), v.GetChunks(), root(v.GetRoot()), state)
-		}
-	}
-	if len(r.GetSends())+len(r.GetReceives()) == 0 {
-		fmt.Fprintln(tw, "nothing replicated yet: see `dmsync replicate` and `dmsync receive`")
-	}
-	return tw.Flush()
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12] + "…"
-	}
-	return id
-}
-
-func root(b []byte) string {
-	if len(b) == 0 {
-		return "-"
-	}
-	return hex.EncodeToString(b[:8])
-}
-
-// runVerify compares the Merkle roots of a volume and its replica.
-func runVerify(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	pos, err := parseFlags(fs, args, stderr)
+	d, err := buildStatus(ctx, c, now())
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usageErr("usage: dmsync verify VOLUME")
+	if o.JSON {
+		if err := writeJSON(stdout, d); err != nil {
+			return err
+		}
+		return problemsErr(d.Problems)
 	}
-	c, err := dial(ctx, g)
-	if err != nil {
-		return err
+	if o.Problems {
+		if d.OK {
+			fmt.Fprintln(stdout, "all volumes and replications are healthy")
+			return nil
+		}
+		printProblems(stdout, d.Problems)
+		return problemsErr(d.Problems)
 	}
-	defer c.Close()
-	r, err := c.Replication().Verify(ctx, &replpb.VerifyRequest{Volume: pos[0]})
-	if err != nil {
-		return c.Err(err)
-	}
-	fmt.Fprintf(stdout, "source  root %x (%d chunks)\nreplica root %x (%d chunks)\n",
-		r.GetSourceRoot(), r.GetSourceChunks(), r.GetReplicaRoot(), r.GetReplicaChunks())
-	if r.GetEqual() {
-		fmt.Fprintln(stdout, "equal")
-		return nil
-	}
-	for _, d := range r.GetDiffer() {
-		fmt.Fprintf(stdout, "differs: bytes [%d, %d) (%s)\n", d.GetOffset(), d.GetOffset()+d.GetLength(), dmtarget.FormatSize(d.GetLength()))
-	}
-	if r.GetReplicaApplying() {
-		return fmt.Errorf("%s: the replica is applying a batch; verify again when `dmsync wait %s` returns", pos[0], pos[0])
-	}
-	return fmt.Errorf("%s: replica differs from the source (pending regions go on replicating; `dmsync wait %s`)", pos[0], pos[0])
+	printStatus(stdout, d)
+	return problemsErr(d.Problems)
 }
 
-// printRawStatus prints the status as "VOLUME key=value ..." lines.
-func printRawStatus(w io.Writer, r *replpb.StatusResponse) {
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printProblems(w io.Writer, ps []problemJSON) {
+	for _, p := range ps {
+		name := p.Kind
+		if p.Name != "" {
+			name += " " + p.Name
+		}
+		fmt.Fprintf(w, "%s: %s: %s\n", name, p.State, p.Message)
+	}
+}
+
+// printStatus prints the status for people. Ids are printed whole, so
+// they can be pasted into commands.
+func printStatus(w io.Writer, d *statusDoc) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if d.Node.ID != "" {
+		fmt.Fprintf(tw, "node %s", d.Node.ID)
+		if d.Node.Listen != "" {
+			fmt.Fprintf(tw, ", receiving on %s", d.Node.Listen)
+		}
+		fmt.Fprintln(tw)
+	}
+	if len(d.Volumes) > 0 {
+		fmt.Fprintln(tw, "\nVOLUME\tSTATE\tMODE\tSIZE\tLEGS IN SYNC\tLOG UUID")
+		for _, v := range d.Volumes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", v.Name, v.State, v.Mode, dmtarget.FormatSize(v.SizeBytes),
+				v.InSyncRegions, v.Regions, dash(v.LogUUID))
+		}
+	}
+	if len(d.Sends) > 0 {
+		fmt.Fprintln(tw, "\nSENDS\tSTATE\tPENDING\tRATE\tETA\tRECOVERY POINT\tSENT\tPEER")
+		for _, s := range d.Sends {
+			eta, rate, rp := "-", "-", "none yet"
+			if s.ETASeconds != nil {
+				eta = (time.Duration(*s.ETASeconds) * time.Second).String()
+			}
+			if s.Rate > 0 && s.PendingBytes > 0 {
+				rate = formatRate(s.Rate)
+			}
+			rp = recoveryPointText(s.RecoveryPoint)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Volume, s.State,
+				dmtarget.FormatSize(s.PendingBytes), rate, eta, rp, dmtarget.FormatSize(s.BytesSent), s.Peer)
+		}
+	}
+	if len(d.Receives) > 0 {
+		fmt.Fprintln(tw, "\nRECEIVES\tSTATE\tSIZE\tRECOVERY POINT\tCHUNKS\tROOT\tIMAGE\tFROM")
+		for _, r := range d.Receives {
+			root := "-"
+			if len(r.Root) >= 16 {
+				root = r.Root[:16]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Volume, r.State, dmtarget.FormatSize(r.SizeBytes),
+				recoveryPointText(r.RecoveryPoint), r.Chunks, root, r.Image, r.From)
+		}
+	}
+	if len(d.Volumes)+len(d.Sends)+len(d.Receives) == 0 {
+		fmt.Fprintln(tw, "no volumes and nothing replicated yet: see `dmsync volume create`, `dmsync replicate` and `dmsync receive`")
+	}
+	if d.VolumesError != "" {
+		fmt.Fprintf(tw, "\nvolumes: %s\n", d.VolumesError)
+	}
+	tw.Flush()
+	if len(d.Problems) > 0 {
+		fmt.Fprintln(w, "\nproblems:")
+		printProblems(w, d.Problems)
+	}
+}
+
+// recoveryPointText is the RECOVERY POINT column: the age of the peer's
+// consistent point and the I/O pause it took, or why there is none.
+func recoveryPointText(rp recoveryPointJSON) string {
+	age := func() string { return (time.Duration(*rp.AgeSeconds) * time.Second).String() + " ago" }
+	switch {
+	case rp.Basis == "consistent-point" && rp.PauseSeconds != nil:
+		return fmt.Sprintf("%s (#%d, pause %s)", age(), rp.Seq, (time.Duration(*rp.PauseSeconds * float64(time.Second))).Round(time.Millisecond))
+	case rp.Basis == "consistent-point":
+		return fmt.Sprintf("%s (#%d)", age(), rp.Seq)
+	case rp.Unavailable != "":
+		return "none: no points (see status --json)"
+	case rp.Basis == "last-ack" && rp.AgeSeconds != nil:
+		return "none yet (last ack " + age() + ")"
+	}
+	return "none yet"
+}
+
+func printRawStatus(w io.Writer, r *adminpb.StatusResponse) {
 	for _, s := range r.GetSends() {
 		fmt.Fprintf(w, "%s role=send log_uuid=%s peer=%s size=%d region_size=%d pending=%d to_go=%d read=%d sent=%d batches=%d failures=%d rate=%.0f last_ack_unix_nano=%d peer_root=%x state=%q\n",
 			s.GetVolume(), s.GetLogUuid(), s.GetPeer(), s.GetSize(), s.GetRegionSize(), s.GetPendingRegions(),

@@ -2,36 +2,36 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dmsync/dmsync/internal/adminpb"
 )
 
-// volumeRemoveOptions are the flags of `dmsync volume remove` (none yet).
-type volumeRemoveOptions struct{}
-
-// AddFlags binds the options to fs.
-func (o *volumeRemoveOptions) AddFlags(fs *flag.FlagSet) {}
-
-func runVolumeRemove(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
-	var o volumeRemoveOptions
-	fs := flag.NewFlagSet("volume remove", flag.ContinueOnError)
-	o.AddFlags(fs)
-	pos, err := parseFlags(fs, args, stderr)
-	if err != nil {
-		return err
+func newVolumeRemoveCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Tear a volume down, top device first",
+		Long: `Tear a volume down: dm-crypt, the mirror and the sink leg, top device
+first. The volume must not be mounted or open. The disks keep their data.`,
+		Example: "  umount /srv/data && dmsync volume remove data",
+		Args:    args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runVolumeRemove(cmd.Context(), g, a[0], cmd.OutOrStdout())
+		},
 	}
-	name, err := oneName("remove", pos)
-	if err != nil {
-		return err
-	}
-	c, err := dial(ctx, g)
+}
+
+func runVolumeRemove(ctx context.Context, g *globalOptions, name string, stdout io.Writer) error {
+	c, err := g.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r, err := c.VolumeRemove(ctx, name)
+	r, err := c.Volumes().VolumeRemove(ctx, &adminpb.VolumeRemoveRequest{Name: name})
 	if err != nil {
 		return err
 	}

@@ -2,44 +2,81 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/dmsync/dmsync/dmtarget"
+	"github.com/dmsync/dmsync/internal/admin"
+	"github.com/dmsync/dmsync/internal/adminpb"
 )
 
-// volumeStatusOptions are the flags of `dmsync volume status` (none yet).
-type volumeStatusOptions struct{}
-
-// AddFlags binds the options to fs.
-func (o *volumeStatusOptions) AddFlags(fs *flag.FlagSet) {}
-
-var legHealth = map[string]string{
-	"A": "alive", "D": "write failed", "S": "sync failed", "R": "read failed", "U": "failed", "F": "flush failed",
+// volumeStatusOptions are the flags of `dmsync volume status`.
+type volumeStatusOptions struct {
+	JSON bool
 }
 
-func runVolumeStatus(ctx context.Context, g *globalOptions, args []string, stdout, stderr io.Writer) error {
+// AddFlags binds the options to fs.
+func (o *volumeStatusOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.JSON, "json", false, "print the status as JSON (schema: doc/status-schema.md)")
+}
+
+func newVolumeStatusCommand(g *globalOptions) *cobra.Command {
 	var o volumeStatusOptions
-	fs := flag.NewFlagSet("volume status", flag.ContinueOnError)
-	o.AddFlags(fs)
-	pos, err := parseFlags(fs, args, stderr)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show a volume's mirror, legs and replication; exit 1 if something is wrong",
+		Example: `  dmsync volume status data
+  dmsync volume status data --json | jq .volume.state`,
+		Args: args("NAME"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return runVolumeStatus(cmd.Context(), o, g, a[0], cmd.OutOrStdout())
+		},
 	}
-	name, err := oneName("status", pos)
-	if err != nil {
-		return err
-	}
-	c, err := dial(ctx, g)
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runVolumeStatus(ctx context.Context, o volumeStatusOptions, g *globalOptions, name string, stdout io.Writer) error {
+	c, err := g.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	s, err := c.VolumeStatus(ctx, name)
+	s, err := c.Volumes().VolumeStatus(ctx, &adminpb.VolumeStatusRequest{Name: name})
 	if err != nil {
 		return err
+	}
+	d := &volumeStatusDoc{Version: statusVersion, Time: now().UTC(), Volume: volumeToJSON(s), Problems: []problemJSON{}}
+	if p, bad := volumeProblem(d.Volume); bad {
+		d.Problems = append(d.Problems, p)
+	}
+	// The volume is shown even when replication is off (no node key, a
+	// bad config.json): that is one more problem, not a failed command.
+	rs, err := c.Replication().Status(ctx, &adminpb.StatusRequest{})
+	if err != nil && !errors.Is(err, admin.ErrUnsupported) { // unsupported: a daemon without replication
+		d.Problems = append(d.Problems, problemJSON{Kind: "replication", Name: name, State: "unavailable",
+			Message: "replication status: " + err.Error()})
+	}
+	for _, snd := range rs.GetSends() {
+		if snd.GetLogUuid() != "" && snd.GetLogUuid() == d.Volume.LogUUID || snd.GetVolume() == name {
+			j := sendToJSON(snd, now())
+			d.Send = &j
+			if p, bad := sendProblem(j); bad {
+				d.Problems = append(d.Problems, p)
+			}
+		}
+	}
+	d.OK = len(d.Problems) == 0
+	if o.JSON {
+		if err := writeJSON(stdout, d); err != nil {
+			return err
+		}
+		return problemsErr(d.Problems)
 	}
 	v := s.GetVolume()
 	mode := "two-disk"
@@ -53,15 +90,18 @@ func runVolumeStatus(ctx context.Context, g *globalOptions, args []string, stdou
 	var legs []string
 	healthy := true
 	for _, l := range s.GetLegs() {
-		legs = append(legs, fmt.Sprintf("%s %s (%s)", l.GetDev(), l.GetHealth(), legHealth[l.GetHealth()]))
+		legs = append(legs, fmt.Sprintf("%s %s (%s)", l.GetDev(), l.GetHealth(), legHealthNames[l.GetHealth()]))
 		healthy = healthy && l.GetHealth() == "A"
 	}
-	state := "healthy"
+	state := d.Volume.State
 	if !healthy {
-		state = "DEGRADED: a leg failed"
+		state += " (DEGRADED: a leg failed)"
 	}
 	if lh := s.GetLogHealth(); lh != "" && lh != "A" {
-		state = "DEGRADED: log " + lh
+		state += " (DEGRADED: log " + lh + ")"
+	}
+	if f := s.GetFailure(); f != nil {
+		state = f.GetSummary()
 	}
 	w := func(k, format string, a ...any) {
 		fmt.Fprintf(stdout, "%-12s "+format+"\n", append([]any{k + ":"}, a...)...)
@@ -73,9 +113,23 @@ func runVolumeStatus(ctx context.Context, g *globalOptions, args []string, stdou
 		w("crypt", "%s", v.GetCrypt())
 	}
 	w("log", "%s %s", v.GetLogType(), v.GetLogUuid())
-	w("size", "%s, region %s (%d regions)", dmtarget.FormatSize(v.GetSectors()*512), dmtarget.FormatSize(v.GetRegionSectors()*512), s.GetRegions())
-	w("legs sync", "%d/%d regions in sync (%.1f%%), %d pending", s.GetInSync(), s.GetRegions(), pct, s.GetRegions()-s.GetInSync())
-	w("legs", "%s", strings.Join(legs, ", "))
+	if s.GetFailure().GetState() == "data-failed" {
+		w("size", "%s, region %s", dmtarget.FormatSize(v.GetSectors()*512), dmtarget.FormatSize(v.GetRegionSectors()*512))
+	} else {
+		w("size", "%s, region %s (%d regions)", dmtarget.FormatSize(v.GetSectors()*512), dmtarget.FormatSize(v.GetRegionSectors()*512), s.GetRegions())
+	}
+	if s.GetFailure().GetState() != "data-failed" {
+		w("legs sync", "%d/%d regions in sync (%.1f%%), %d pending", s.GetInSync(), s.GetRegions(), pct, s.GetRegions()-s.GetInSync())
+	}
+	if len(legs) > 0 {
+		w("legs", "%s", strings.Join(legs, ", "))
+	}
+	if f := s.GetFailure(); f != nil {
+		w("failed leg", "%s (leg %d, %s) at %s", f.GetFailedDev(), f.GetFailedLeg(), legHealthNames[f.GetHealth()], f.GetAt())
+		if f.GetNote() != "" {
+			w("last action", "%s", f.GetNote())
+		}
+	}
 	if s.ReplicationPending != nil {
 		w("replication", "%d regions not yet replicated to the peer", s.GetReplicationPending())
 	}
@@ -86,5 +140,8 @@ func runVolumeStatus(ctx context.Context, g *globalOptions, args []string, stdou
 	if s.GetSuspended() {
 		w("suspended", "yes")
 	}
-	return nil
+	if d.Send != nil {
+		w("send", "%s to %s: %s pending, %s", d.Send.State, d.Send.Peer, dmtarget.FormatSize(d.Send.PendingBytes), d.Send.Detail)
+	}
+	return problemsErr(d.Problems)
 }

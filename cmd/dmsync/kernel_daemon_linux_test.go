@@ -69,6 +69,14 @@ func TestKernelCLIWithDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "healthy") || !strings.Contains(out, "replication:") {
 		t.Fatalf("status: exit %d\n%s", code, out)
 	}
+	out, code = dmsync("volume", "status", "cli", "--json")
+	if code != 0 || !strings.Contains(out, `"state": "healthy"`) || !strings.Contains(out, `"version": 1`) {
+		t.Fatalf("volume status --json: exit %d\n%s", code, out)
+	}
+	out, code = dmsync("status", "--json")
+	if code != 0 || !strings.Contains(out, `"name": "cli"`) || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("status --json: exit %d\n%s", code, out)
+	}
 	g.Run("mkfs.ext4", "-q", "/dev/mapper/cli")
 	if out, code = dmsync("volume", "remove", "cli"); code != 0 || !strings.Contains(out, "removed volume cli (cli, cli-mirror, cli-sink, cli-sinkerr)") {
 		t.Fatalf("remove: exit %d\n%s", code, out)

@@ -7,41 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-
-	"github.com/dmsync/dmsync/dmtarget"
 	"github.com/dmsync/dmsync/dmtarget/dmtargettest"
-	"github.com/dmsync/dmsync/internal/admin"
 )
-
-type env struct {
-	sock string
-	dm   *dmtargettest.Fake
-	host *dmtargettest.Host
-}
-
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	f := dmtargettest.New()
-	h := dmtargettest.NewHost(f)
-	h.Sizes["/dev/vdb"] = 1 << 30
-	h.Sizes["/dev/vdc"] = 1 << 30
-	h.Sizes["/dev/small"] = 1 << 20
-	b := &dmtarget.Builder{DM: f, Host: h}
-	sock := filepath.Join(t.TempDir(), "dmsync.sock")
-	ln, err := admin.Listen(sock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	admin.Register(g, admin.NewServer(b, nil))
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	old := localBuilder
-	localBuilder = func() (*dmtarget.Builder, func(), error) { return b, func() {}, nil }
-	t.Cleanup(func() { localBuilder = old })
-	return &env{sock: sock, dm: f, host: h}
-}
 
 func (e *env) run(args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
@@ -77,8 +44,11 @@ func TestVolumeCommands(t *testing.T) {
 		t.Errorf("dmsyncd's pending count not shown:\n%s", out)
 	}
 	e.dm.Update("v", true, func(d *dmtargettest.Device) { d.Status = []string{"2 254:16 253:1 128/256 1 RR 1 core"} })
-	out, _, _ = e.run("volume", "status", "v")
-	if !strings.Contains(out, "DEGRADED") || !strings.Contains(out, "R (read failed)") || !strings.Contains(out, "128 pending") {
+	out, stderr, code = e.run("volume", "status", "v")
+	if code != exitFailure || !strings.Contains(stderr, "volume v is degraded-leg") {
+		t.Errorf("status of a degraded volume: exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(out, "DEGRADED") || !strings.Contains(out, "R (read-failed)") || !strings.Contains(out, "128 pending") {
 		t.Errorf("failed legs not shown:\n%s", out)
 	}
 	e.dm.Update("v", false, func(d *dmtargettest.Device) { d.OpenCount = 1 })
@@ -106,8 +76,8 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"volume", "create", "v", "--data", "/dev/vdb", "--region-size", "3M"}, exitUsage, "not a power of two"},
 		{[]string{"volume", "create", "v", "--data", "/dev/vdb", "--region-size", "lots"}, exitUsage, "--region-size"},
 		{[]string{"volume", "create", "v"}, exitUsage, "--data DEVICE is required"},
-		{[]string{"volume", "create", "--data", "/dev/vdb"}, exitUsage, "want exactly one volume NAME"},
-		{[]string{"volume", "frobnicate"}, exitUsage, "unknown verb"},
+		{[]string{"volume", "create", "--data", "/dev/vdb"}, exitUsage, "volume create: want NAME, got none; see `dmsync volume create --help`"},
+		{[]string{"volume", "frobnicate"}, exitUsage, `volume: unknown command "frobnicate" (create, list, remove, repair, status)`},
 		{[]string{"nope"}, exitUsage, "unknown command"},
 		{[]string{"volume", "create", "v", "--data", "/dev/vdb", "--crypt", "luks2", "--key-file", "/missing"}, exitUsage, "key file /missing does not exist"},
 	} {
@@ -153,5 +123,16 @@ func TestCreatePrint(t *testing.T) {
 	}
 	if len(e.dm.Devices()) != 0 {
 		t.Fatalf("--print made devices: %v", e.dm.Devices())
+	}
+}
+
+// TestCreatePrintWithoutDaemon: --print plans on this machine's
+// device-mapper and never dials dmsyncd.
+func TestCreatePrintWithoutDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.sock = filepath.Join(t.TempDir(), "none.sock")
+	out, stderr, code := e.run("volume", "create", "v", "--data", "/dev/vdb", "--print")
+	if code != 0 || !strings.Contains(out, "dmsetup create v --uuid DMSYNC-") {
+		t.Fatalf("exit %d, out %q, stderr %q", code, out, stderr)
 	}
 }

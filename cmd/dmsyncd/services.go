@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"net"
+	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -15,61 +17,110 @@ import (
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/internal/replicate"
 	"github.com/dmsync/dmsync/logd"
+	"github.com/dmsync/dmsync/logd/logapi"
 	"github.com/dmsync/dmsync/pebble"
 	"github.com/dmsync/dmsync/rpc"
 )
 
-// chunker is how this node cuts changed ranges into chunks for its peers.
-// Peers must agree on it: it is part of the wire format.
-func chunker() rpc.Chunker { return rpc.FixedChunker{Size: 4096} }
+// service is something the replicator runs, such as the replication
+// manager. It runs until ctx is done; a failure is reported and the
+// service alone is started again (see replicator.runService).
+type service struct {
+	name string
+	run  func(ctx context.Context) error
+}
 
-// addServices registers the admin API (volumes and replication, on the
-// root-only unix socket) and the replication manager.
-func (d *daemon) addServices() error {
-	dm, dmErr := dmtarget.Open(dmtarget.Options{Logger: d.log})
+// addServices registers the admin API (volumes always; replication when
+// config.json, the node key and the replica store load) on g and returns
+// the services to run. An error means replication is off, and says why;
+// the services returned with it (the leg watcher) still run.
+func (r *replicator) addServices(g *grpc.Server, store *pebble.DB) ([]service, error) {
+	dm, dmErr := dmtarget.Open(dmtarget.Options{Logger: r.log})
 	var vm admin.VolumeManager = unavailableDM{dmErr}
 	if dmErr != nil {
-		d.log.Warn("device-mapper not available: volume commands will fail; receiving still works", "err", dmErr)
+		r.log.Warn("device-mapper not available: volume commands will fail; receiving still works", "err", dmErr)
 	} else {
-		vm = &dmtarget.Builder{DM: dm, Host: dmtarget.SystemHost{}, Logger: d.log.With("component", "dmtarget"), DaemonSocket: d.cfg.adminSocket}
+		vm = &dmtarget.Builder{DM: dm, Host: dmtarget.SystemHost{}, Logger: r.log.With("component", "dmtarget"), DaemonSocket: r.cfg.adminSocket}
+	}
+	vm, legs := r.addLegs(vm) // the failed-leg watcher (legs.go)
+	admin.Register(g, admin.NewServer(vm, r.log.With("component", "admin")))
+	var svcs []service
+	if legs != nil {
+		svcs = append(svcs, *legs)
 	}
 
-	self, err := identity.Load(d.cfg.stateDir)
-	if errors.Is(err, identity.ErrNoIdentity) {
-		d.log.Warn("no node identity: replication is off until `dmsync init` and a restart", "state_dir", d.cfg.stateDir)
-		self, err = nil, nil
-	}
+	self, err := r.buildCheck(store)
 	if err != nil {
-		return err
+		return svcs, err
 	}
 	repl, err := replicate.New(replicate.Options{
-		StateDir: d.cfg.stateDir, Listen: d.cfg.listen, Self: self, Log: d.logd,
-		Store: pebble.NewReplicaStore(d.db.Raw()), Chunker: chunker(),
-		Logger: d.log.With("component", "replicate"),
+		StateDir: r.cfg.stateDir, Listen: r.cfg.listen, Self: self, Log: r.lc,
+		Store: pebble.NewReplicaStore(store.Raw()), Chunking: r.cfg.chunking,
+		Logger: r.log.With("component", "replicate"),
 		Resolve: func(ctx context.Context, name string) (replicate.Source, error) {
 			return resolve(ctx, dm, dmErr, name)
 		},
+		Freezer: r.freezer,
 	})
 	if err != nil {
-		return err
+		return svcs, err
 	}
-	d.register("replication", repl.Run)
-
-	g := grpc.NewServer()
-	admin.Register(g, admin.NewServer(vm, d.log.With("component", "admin")))
+	var selfID string
+	if self != nil {
+		selfID = self.ID
+	}
+	var dmc *dmtarget.Control
+	if dmErr == nil {
+		dmc = dm
+	}
+	svcs = append(svcs, r.ops.start(repl, dmc, selfID, r.lc)...)
 	replicate.Register(g, repl)
-	d.register("admin socket", func(ctx context.Context) error {
-		ln, err := admin.Listen(d.cfg.adminSocket, d.log)
-		if err != nil {
-			return err
+	return append(svcs,
+		service{"replication", repl.Run},
+		service{"replication problems", func(ctx context.Context) error { return r.watchProblems(ctx, repl) }},
+	), nil
+}
+
+// buildCheck loads what replication needs besides the dirty log: the
+// replica store, the node identity (none is not an error: replication is
+// off until `dmsync init`) and config.json.
+func (r *replicator) buildCheck(store *pebble.DB) (*identity.Identity, error) {
+	if store == nil {
+		return nil, fmt.Errorf("the replica store in %s did not open (see the log)", filepath.Join(r.cfg.stateDir, replicaDir))
+	}
+	self, err := identity.Load(r.cfg.stateDir)
+	if errors.Is(err, identity.ErrNoIdentity) {
+		r.log.Warn("no node identity: replication is off until `dmsync init` and a restart", "state_dir", r.cfg.stateDir)
+		self, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w: restore %s and %s from a backup, or move them away and run `dmsync init` (peers must pin the new id)",
+			err, filepath.Join(r.cfg.stateDir, identity.KeyFile), filepath.Join(r.cfg.stateDir, identity.CertFile))
+	}
+	if _, err := replicate.LoadConfig(filepath.Join(r.cfg.stateDir, "config.json")); err != nil {
+		return nil, fmt.Errorf("%w; dmsyncd looks again every %s", err, configRecheck)
+	}
+	return self, nil
+}
+
+// watchProblems reports the replication manager's own problems (receiver
+// listen failures, receive images that cannot be opened) as they change.
+func (r *replicator) watchProblems(ctx context.Context, m *replicate.Manager) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last string
+	for {
+		ps := m.Problems()
+		if s := strings.Join(ps, "; "); s != last {
+			last = s
+			r.problem("receiver", s)
 		}
-		go func() {
-			<-ctx.Done()
-			g.Stop()
-		}()
-		return g.Serve(ln)
-	})
-	return nil
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // resolve finds a local volume by its dm name: a mirror whose table uses a
@@ -129,3 +180,21 @@ func (c *idleConn) Receive(ctx context.Context) ([][]byte, error) {
 }
 func (c *idleConn) Send([]byte) error { return errors.New("no connector: --no-connector is set") }
 func (c *idleConn) Close() error      { c.once.Do(func() { close(c.done) }); return nil }
+
+// freezer makes consistency points of the volume with log uuid: the log
+// server freezes the devices above its mirror (cmd/dmsyncd/freeze.go), so
+// that a replicator that dies mid-freeze cannot leave them suspended.
+func (r *replicator) freezer(uuid string) rpc.Freezer {
+	return func(ctx context.Context, maxPause time.Duration) (rpc.Freeze, error) {
+		f, err := r.lc.Freeze(ctx, uuid, maxPause, r.cfg.fsfreeze)
+		if errors.Is(err, logapi.ErrFreezeUnavailable) {
+			return rpc.Freeze{}, fmt.Errorf("%w: %w", rpc.ErrNoPoints, err)
+		}
+		if err != nil {
+			return rpc.Freeze{}, err
+		}
+		return rpc.Freeze{At: f.FrozenAt, Thaw: func(ctx context.Context) (bool, time.Duration, error) {
+			return r.lc.Thaw(ctx, uuid, f.Token)
+		}}, nil
+	}
+}

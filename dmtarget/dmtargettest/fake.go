@@ -203,6 +203,29 @@ func (f *Fake) Suspend(ctx context.Context, name string) error {
 	return nil
 }
 
+// SuspendWith implements dmtarget.DM. It records "suspend NAME noflush
+// nolockfs" with the options given; failures are injected on "suspend NAME".
+func (f *Fake) SuspendWith(ctx context.Context, name string, o dmtarget.SuspendOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var opts []string
+	if o.NoFlush {
+		opts = append(opts, "noflush")
+	}
+	if o.NoLockFS {
+		opts = append(opts, "nolockfs")
+	}
+	if err := f.record("suspend", name, opts...); err != nil {
+		return err
+	}
+	d, err := f.lookup("suspend", name)
+	if err != nil {
+		return err
+	}
+	d.Suspended = true
+	return nil
+}
+
 // Resume implements dmtarget.DM.
 func (f *Fake) Resume(ctx context.Context, name string) (dmtarget.Info, error) {
 	f.mu.Lock()

@@ -95,6 +95,30 @@ func RunSuite(t *testing.T, dm dmtarget.DM, prefix string) {
 	if len(live) != 1 || live[0].Length != 4096 || live[0].Type != "error" {
 		t.Fatalf("Table after reload = %+v", live)
 	}
+	// The reload the leg watcher does: load while live (the live table
+	// stays until the resume), then a noflush suspend that skips the file
+	// system freeze, then resume.
+	if err := dm.Load(ctx, name, []dmtarget.Target{{Start: 0, Length: 4096, Type: "zero"}}); err != nil {
+		t.Fatalf("load while live: %v", err)
+	}
+	if info, _ = dm.Info(ctx, name); !info.ActivePresent || !info.InactivePresent || info.Suspended {
+		t.Fatalf("Info after a live load = %+v; want live and inactive tables, not suspended", info)
+	}
+	if _, live, _ = dm.Table(ctx, name); len(live) != 1 || live[0].Type != "error" {
+		t.Fatalf("live table changed by a load: %+v", live)
+	}
+	if err := dm.SuspendWith(ctx, name, dmtarget.SuspendOptions{NoFlush: true, NoLockFS: true}); err != nil {
+		t.Fatalf("SuspendWith(noflush, nolockfs): %v", err)
+	}
+	if info, _ = dm.Info(ctx, name); !info.Suspended {
+		t.Fatalf("Info after SuspendWith: not suspended")
+	}
+	if info, err = dm.Resume(ctx, name); err != nil || info.Suspended {
+		t.Fatalf("Resume after SuspendWith: %+v, %v", info, err)
+	}
+	if _, live, _ = dm.Table(ctx, name); len(live) != 1 || live[0].Type != "zero" {
+		t.Fatalf("Table after the live reload = %+v, want zero", live)
+	}
 	// Wait returns at once when the event number already moved on, with
 	// the status; it blocks while it has not (a table swap is no target
 	// event) until ctx ends. Target events (a mirror leg failing) are

@@ -45,32 +45,32 @@ func TestVolumeLifecycleOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	c, f, _ := serve(t)
 	spec := &adminpb.VolumeSpec{Name: "v", Data: "/dev/vdb", Crypt: "luks2", KeyFile: "/key"}
-	dry, err := c.VolumeCreate(ctx, spec, true)
+	dry, err := c.Volumes().VolumeCreate(ctx, &adminpb.VolumeCreateRequest{Spec: spec, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dry.Commands) != 5 || dry.Volume != nil || len(f.Devices()) != 0 {
 		t.Fatalf("dry run: %v, devices %v", dry, f.Devices())
 	}
-	r, err := c.VolumeCreate(ctx, spec, false)
+	r, err := c.Volumes().VolumeCreate(ctx, &adminpb.VolumeCreateRequest{Spec: spec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Volume.GetName() != "v" || r.Volume.GetMirror() != "v-mirror" || !r.Volume.GetOneDisk() || r.Volume.GetCrypt() != "luks2" {
 		t.Fatalf("created %v", r.Volume)
 	}
-	l, err := c.VolumeList(ctx)
+	l, err := c.Volumes().VolumeList(ctx, &adminpb.VolumeListRequest{})
 	if err != nil || len(l.Volumes) != 1 || l.Volumes[0].GetLogUuid() == "" {
 		t.Fatalf("list %v, %v", l, err)
 	}
-	st, err := c.VolumeStatus(ctx, "v")
+	st, err := c.Volumes().VolumeStatus(ctx, &adminpb.VolumeStatusRequest{Name: "v"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Regions != 256 || st.InSync != 256 || len(st.Legs) != 2 || st.Legs[0].Health != "A" {
 		t.Fatalf("status %v", st)
 	}
-	rm, err := c.VolumeRemove(ctx, "v")
+	rm, err := c.Volumes().VolumeRemove(ctx, &adminpb.VolumeRemoveRequest{Name: "v"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +82,8 @@ func TestVolumeLifecycleOverGRPC(t *testing.T) {
 func TestErrorsKeepMeaningOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	c, _, _ := serve(t)
-	_, err := c.VolumeCreate(ctx, &adminpb.VolumeSpec{Name: "v", Data: "/dev/nope", RegionSize: 3 << 20}, false)
-	if !errors.Is(err, dmtarget.ErrInvalid) {
+	_, err := c.Volumes().VolumeCreate(ctx, &adminpb.VolumeCreateRequest{Spec: &adminpb.VolumeSpec{Name: "v", Data: "/dev/nope", RegionSize: 3 << 20}})
+	if !errors.Is(err, admin.ErrInvalid) {
 		t.Fatalf("err %v, want ErrInvalid", err)
 	}
 	for _, w := range []string{"/dev/nope does not exist", "region size 3M is not a power of two"} {
@@ -94,11 +94,11 @@ func TestErrorsKeepMeaningOverGRPC(t *testing.T) {
 	if strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("error shows gRPC plumbing: %q", err)
 	}
-	_, err = c.VolumeCreate(ctx, &adminpb.VolumeSpec{Name: "v", Data: "/dev/vdb", Crypt: "plain", KeyFile: "key"}, false)
-	if !errors.Is(err, dmtarget.ErrInvalid) || !strings.Contains(err.Error(), "absolute") {
+	_, err = c.Volumes().VolumeCreate(ctx, &adminpb.VolumeCreateRequest{Spec: &adminpb.VolumeSpec{Name: "v", Data: "/dev/vdb", Crypt: "plain", KeyFile: "key"}})
+	if !errors.Is(err, admin.ErrInvalid) || !strings.Contains(err.Error(), "absolute") {
 		t.Fatalf("relative key file: %v", err)
 	}
-	if _, err := c.VolumeStatus(ctx, "nope"); !errors.Is(err, dmtarget.ErrNoVolume) {
+	if _, err := c.Volumes().VolumeStatus(ctx, &adminpb.VolumeStatusRequest{Name: "nope"}); !errors.Is(err, admin.ErrNotFound) {
 		t.Fatalf("status of a missing volume: %v", err)
 	}
 }
@@ -106,7 +106,7 @@ func TestErrorsKeepMeaningOverGRPC(t *testing.T) {
 func TestDialWithoutDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "dmsync.sock")
 	_, err := admin.Dial(context.Background(), sock)
-	if !errors.Is(err, dmtarget.ErrDaemonNotRunning) {
+	if !errors.Is(err, admin.ErrNotRunning) {
 		t.Fatalf("err %v", err)
 	}
 	want := "dmsyncd is not running (no socket at " + sock + "): start it with `systemctl start dmsyncd`"

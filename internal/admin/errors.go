@@ -4,80 +4,186 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dmsync/dmsync/dmtarget"
+	"github.com/dmsync/dmsync/internal/identity"
 )
 
-func invalidf(format string, a ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{dmtarget.ErrInvalid}, a...)...)
+// The admin API's error vocabulary: what the CLI (and any other client)
+// branches on. Every error an admin RPC returns matches exactly one of
+// these with errors.Is once it has crossed the socket (see FromStatus);
+// the daemon's packages either wrap them (Define) or are classified here
+// (Kind). This file is the one place that maps errors to gRPC codes and
+// back.
+var (
+	// ErrInvalid: the request is wrong (a bad name, size, path, flag).
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound: no such volume, peer, replication or device.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: the thing to create is already there.
+	ErrExists = errors.New("already exists")
+	// ErrBusy: the thing is in use (an open device, a running operation).
+	ErrBusy = errors.New("busy")
+	// ErrNotReady: the node is not set up for the request (no identity,
+	// no --listen).
+	ErrNotReady = errors.New("not ready")
+	// ErrUnsupported: this host or daemon cannot do it (no
+	// device-mapper, an older daemon).
+	ErrUnsupported = errors.New("unsupported")
+	// ErrNotRunning: dmsyncd does not answer on its socket.
+	ErrNotRunning = errors.New("dmsyncd is not running")
+	// ErrPermission: the caller may not use the admin socket.
+	ErrPermission = errors.New("permission denied")
+)
+
+// codes pairs each kind with its gRPC code; both directions use it.
+var kindCodes = []struct {
+	kind error
+	code codes.Code
+}{
+	{ErrInvalid, codes.InvalidArgument},
+	{ErrNotFound, codes.NotFound},
+	{ErrExists, codes.AlreadyExists},
+	{ErrBusy, codes.Aborted},
+	{ErrNotReady, codes.FailedPrecondition},
+	{ErrUnsupported, codes.Unimplemented},
+	{ErrPermission, codes.PermissionDenied},
+	{ErrNotRunning, codes.Unavailable},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
 
-// toStatus maps an error to a gRPC status: the one place where dmtarget's
-// sentinels become codes. The message is the error text.
-func toStatus(err error) error {
+// Kind returns the vocabulary error (or context.Canceled or
+// context.DeadlineExceeded) that err belongs to, or nil for an error
+// outside it (an internal failure). Errors of packages dmtarget and
+// identity, and permission errors, are classified here; others wrap a
+// kind themselves (see Define).
+func Kind(err error) error {
 	if err == nil {
 		return nil
 	}
-	code := codes.Internal
+	// Order matters: an invalid request that mentions a missing daemon
+	// (dmtarget's plan checks) is still an invalid request.
+	for _, k := range kindCodes {
+		if errors.Is(err, k.kind) {
+			return k.kind
+		}
+	}
 	switch {
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
 	case errors.Is(err, dmtarget.ErrInvalid):
-		code = codes.InvalidArgument
+		return ErrInvalid
 	case errors.Is(err, dmtarget.ErrNoVolume), errors.Is(err, dmtarget.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, dmtarget.ErrBusy):
-		code = codes.FailedPrecondition
+		return ErrNotFound
 	case errors.Is(err, dmtarget.ErrExists):
-		code = codes.AlreadyExists
+		return ErrExists
+	case errors.Is(err, dmtarget.ErrBusy):
+		return ErrBusy
 	case errors.Is(err, dmtarget.ErrUnsupported):
-		code = codes.Unimplemented
+		return ErrUnsupported
+	case errors.Is(err, dmtarget.ErrDaemonNotRunning):
+		return ErrNotRunning
+	case errors.Is(err, identity.ErrExists):
+		return ErrExists
+	case errors.Is(err, identity.ErrNoIdentity):
+		return ErrNotReady
+	case errors.Is(err, identity.ErrBadID):
+		return ErrInvalid
+	case errors.Is(err, fs.ErrPermission):
+		return ErrPermission
+	}
+	return nil
+}
+
+// Classify returns err so that it also matches its kind with errors.Is,
+// keeping its text: for errors raised in the CLI itself (dmtarget's plan
+// for `volume create --print`), which never crossed the socket.
+func Classify(err error) error {
+	k := Kind(err)
+	if k == nil || errors.Is(err, k) {
+		return err
+	}
+	return &kindError{msg: err.Error(), kind: k, cause: err}
+}
+
+// ToStatus turns a server-side error into a gRPC status with its kind's
+// code and the error's text as message. An error outside the vocabulary
+// becomes codes.Internal.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	k := Kind(err)
+	for _, kc := range kindCodes {
+		if kc.kind == k {
+			code = kc.code
+		}
 	}
 	return status.Error(code, err.Error())
 }
 
-// FromStatus turns an error from an admin RPC back into an error that
-// wraps the matching dmtarget sentinel (or ErrDaemonNotRunning for an
-// unreachable daemon), with the daemon's message as text.
+// FromStatus turns the error of an admin RPC back into an error that
+// matches its kind with errors.Is and reads as the daemon's message. A
+// transport failure (codes.Unavailable without a daemon's message) names
+// the socket; see Dial for a socket that does not exist.
 func FromStatus(err error, socket string) error {
+	if err == nil {
+		return nil
+	}
 	st, ok := status.FromError(err)
-	if !ok || err == nil {
+	if !ok {
 		return err
 	}
-	var sentinel error
-	switch st.Code() {
-	case codes.InvalidArgument:
-		sentinel = dmtarget.ErrInvalid
-	case codes.NotFound:
-		sentinel = dmtarget.ErrNoVolume
-	case codes.FailedPrecondition:
-		sentinel = dmtarget.ErrBusy
-	case codes.AlreadyExists:
-		sentinel = dmtarget.ErrExists
-	case codes.Canceled:
-		sentinel = context.Canceled
-	case codes.DeadlineExceeded:
-		sentinel = context.DeadlineExceeded
-	case codes.Unavailable:
-		return fmt.Errorf("%w (socket %s does not answer: %s): start or restart it with `systemctl restart dmsyncd`", dmtarget.ErrDaemonNotRunning, socket, st.Message())
+	var kind error
+	for _, kc := range kindCodes {
+		if kc.code == st.Code() {
+			kind = kc.kind
+		}
 	}
-	if sentinel == nil {
-		return &remoteError{msg: st.Message()}
+	if st.Code() == codes.Unavailable {
+		return fmt.Errorf("%w: %s does not answer (%s): see `systemctl status dmsyncd` and `journalctl -u dmsyncd`", ErrNotRunning, socket, st.Message())
 	}
-	return &remoteError{msg: st.Message(), sentinel: sentinel}
+	return &kindError{msg: st.Message(), kind: kind}
 }
 
-// remoteError carries the daemon's message verbatim and matches its
-// sentinel with errors.Is.
-type remoteError struct {
-	msg      string
-	sentinel error
+// Define returns a sentinel error with text msg that also matches kind
+// with errors.Is: how a daemon package puts its own sentinels into the
+// vocabulary.
+func Define(kind error, msg string) error {
+	return &kindError{msg: msg, kind: kind}
 }
 
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
+// kindError carries a message verbatim and matches its kind (and the
+// error it was classified from) with errors.Is.
+type kindError struct {
+	msg   string
+	kind  error
+	cause error
+}
+
+func (e *kindError) Error() string { return e.msg }
+
+func (e *kindError) Unwrap() []error {
+	var errs []error
+	if e.kind != nil {
+		errs = append(errs, e.kind)
+	}
+	if e.cause != nil {
+		errs = append(errs, e.cause)
+	}
+	return errs
+}
+
+// Errorf formats an error (with fmt.Errorf, so %w works) that also
+// matches kind with errors.Is; its text carries no prefix of the kind.
+func Errorf(kind error, format string, a ...any) error {
+	cause := fmt.Errorf(format, a...)
+	return &kindError{msg: cause.Error(), kind: kind, cause: cause}
+}

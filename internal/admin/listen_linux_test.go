@@ -3,9 +3,12 @@
 package admin
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -46,4 +49,39 @@ func TestListenSocketIsPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// TestListenRefusesLiveSocket: a second daemon with the same admin socket
+// does not remove a socket that answers; it names the process instead. A
+// socket nothing answers on is replaced.
+func TestListenRefusesLiveSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "dmsync.sock")
+	first, err := ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := first.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, err = Listen(sock, nil)
+	if !errors.Is(err, ErrSocketInUse) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second listener: %v", err)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("live socket removed: %v", err)
+	}
+	// A stale socket file (its listener gone without unlinking) is replaced.
+	first.SetUnlinkOnClose(false)
+	first.Close()
+	ln, err := Listen(sock, nil)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	ln.Close()
 }

@@ -27,10 +27,10 @@ type VolumeManager interface {
 
 var _ VolumeManager = (*dmtarget.Builder)(nil)
 
-// Server implements adminpb.AdminServer over a VolumeManager. Volume
+// Server implements adminpb.VolumesServer over a VolumeManager. Volume
 // changes are serialised.
 type Server struct {
-	adminpb.UnimplementedAdminServer
+	adminpb.UnimplementedVolumesServer
 	vm  VolumeManager
 	log *slog.Logger
 	mu  sync.Mutex // serialises create and remove
@@ -45,9 +45,9 @@ func NewServer(vm VolumeManager, log *slog.Logger) *Server {
 }
 
 // Register registers srv on g.
-func Register(g *grpc.Server, srv *Server) { adminpb.RegisterAdminServer(g, srv) }
+func Register(g *grpc.Server, srv *Server) { adminpb.RegisterVolumesServer(g, srv) }
 
-// VolumeCreate implements adminpb.AdminServer.
+// VolumeCreate implements adminpb.VolumesServer.
 func (s *Server) VolumeCreate(ctx context.Context, req *adminpb.VolumeCreateRequest) (*adminpb.VolumeCreateResponse, error) {
 	sp := req.GetSpec()
 	spec := dmtarget.VolumeSpec{
@@ -55,13 +55,13 @@ func (s *Server) VolumeCreate(ctx context.Context, req *adminpb.VolumeCreateRequ
 		Crypt: sp.GetCrypt(), KeyFile: sp.GetKeyFile(), Log: sp.GetLogType(),
 	}
 	if spec.KeyFile != "" && !filepath.IsAbs(spec.KeyFile) {
-		return nil, toStatus(invalidf("key file %s is a relative path: the daemon needs an absolute one", spec.KeyFile))
+		return nil, ToStatus(Errorf(ErrInvalid, "key file %s is a relative path: the daemon needs an absolute one", spec.KeyFile))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, err := s.vm.Plan(ctx, spec)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	resp := &adminpb.VolumeCreateResponse{Commands: p.Commands()}
 	if req.GetDryRun() {
@@ -69,35 +69,35 @@ func (s *Server) VolumeCreate(ctx context.Context, req *adminpb.VolumeCreateRequ
 	}
 	if err := s.vm.Apply(ctx, p); err != nil {
 		s.log.Error("volume create failed", "volume", spec.Name, "err", err)
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	v, err := s.vm.Find(ctx, spec.Name)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	resp.Volume = volumeToPB(v)
 	return resp, nil
 }
 
-// VolumeRemove implements adminpb.AdminServer.
+// VolumeRemove implements adminpb.VolumesServer.
 func (s *Server) VolumeRemove(ctx context.Context, req *adminpb.VolumeRemoveRequest) (*adminpb.VolumeRemoveResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, err := s.vm.Find(ctx, req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err := s.vm.Remove(ctx, req.GetName()); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &adminpb.VolumeRemoveResponse{Removed: v.Devices}, nil
 }
 
-// VolumeList implements adminpb.AdminServer.
+// VolumeList implements adminpb.VolumesServer.
 func (s *Server) VolumeList(ctx context.Context, req *adminpb.VolumeListRequest) (*adminpb.VolumeListResponse, error) {
 	vs, err := s.vm.List(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	resp := &adminpb.VolumeListResponse{}
 	for _, v := range vs {
@@ -106,15 +106,16 @@ func (s *Server) VolumeList(ctx context.Context, req *adminpb.VolumeListRequest)
 	return resp, nil
 }
 
-// VolumeStatus implements adminpb.AdminServer.
+// VolumeStatus implements adminpb.VolumesServer.
 func (s *Server) VolumeStatus(ctx context.Context, req *adminpb.VolumeStatusRequest) (*adminpb.VolumeStatusResponse, error) {
 	st, err := s.vm.Status(ctx, req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	resp := &adminpb.VolumeStatusResponse{
 		Volume: volumeToPB(st.Volume), Regions: st.Mirror.Regions, InSync: st.Mirror.InSync,
 		LogHealth: st.Mirror.LogHealth, OpenCount: st.OpenCount, Suspended: st.Suspended, EventNr: st.EventNr,
+		Failure: LegFailureToPB(st.Failure),
 	}
 	if st.Mirror.HasReplicationPending {
 		p := st.Mirror.ReplicationPending

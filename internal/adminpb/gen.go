@@ -1,11 +1,12 @@
-// Package adminpb holds the admin API's protobuf and gRPC code (generated
-// from admin.proto and committed).
+// Package adminpb holds the admin API between the dmsync CLI and dmsyncd:
+// the Volumes and Replication gRPC services, served side by side on the
+// daemon's root-only unix socket. The code is generated from
+// volumes.proto and replication.proto and committed. Errors travel as
+// gRPC status codes; internal/admin is the one place that maps them.
 //
-// Regenerate with `go generate ./internal/adminpb` using protoc 3.21
-// (Debian protobuf-compiler) and the plugins:
-//
-//	go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-//	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+// Regenerate with `make genproto` (scripts/genproto.sh: Debian's protoc
+// 3.21 and the pinned plugins); `make test` fails if the committed code is
+// stale.
 package adminpb
 
-//go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative admin.proto
+//go:generate ../../scripts/genproto.sh

@@ -58,6 +58,10 @@ func (g *G) StartDaemon(o DaemonOptions) *Daemon {
 		argv = append([]string{"ip", "netns", "exec", o.NetNS}, argv...)
 	}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
+	// After a kill -9 of the log server its replicator may sit in a read
+	// of the mirror that only a log server can finish (the kernel asks it
+	// IN_SYNC): Wait must not wait for the pipes the replicator holds.
+	d.cmd.WaitDelay = 2 * time.Second
 	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+notify), o.Env...)
 	var w io.Writer = &d.log
 	if o.Echo != nil {

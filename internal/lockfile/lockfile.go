@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 )
 
@@ -35,23 +34,24 @@ func Acquire(path string) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("write pid to %s: %w", path, err)
-		}
-	}
+	// The pid is written in place, padded to a fixed width, so that a
+	// file that had one needs no new block (a full file system must not
+	// keep the daemon from starting). It only names the holder: the flock
+	// is the lock, and a failed write leaves it held.
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("%-*d\n", pidWidth-1, os.Getpid())), 0)
 	return &Lock{f: f}, nil
 }
 
+// pidWidth is the size of the pid record.
+const pidWidth = 16
+
 // Release unlocks and closes the file. The file itself stays (removing it
-// would race with a process that has it open).
+// would race with a process that has it open), and so does the last pid:
+// it is read only while the lock is held.
 func (l *Lock) Release() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	_ = l.f.Truncate(0)
 	err := l.f.Close()
 	l.f = nil
 	return err

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
+	"github.com/dmsync/dmsync/internal/admin"
 	"github.com/dmsync/dmsync/internal/identity"
 )
 
@@ -31,10 +33,40 @@ type Peer struct {
 type Send struct {
 	Volume string `json:"volume"`
 	Peer   string `json:"peer"`
+	// As is the name the peer receives it under (replicate --as); empty:
+	// its log uuid or, if the peer knows no such volume, Volume.
+	As string `json:"as,omitempty"`
+	// PointInterval is the least time between two consistency points of
+	// the volume (replicate --point-interval); zero: a point as soon as
+	// everything written was sent.
+	PointInterval Duration `json:"point_interval,omitempty"`
 }
 
-// Receive lets a peer send a volume (named by the sender's log uuid) into
-// an image: a block device or a file.
+// Duration is a time.Duration written in config.json as "30s", "5m".
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w (write it as 30s, 5m or 1h)", b, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Receive lets a peer send a volume into an image: a block device or a
+// file. Volume is the sender's name for it: its log uuid, the name the
+// sender's operator replicates it by, or its --as name.
 type Receive struct {
 	Volume string `json:"volume"`
 	From   string `json:"from"`
@@ -43,7 +75,7 @@ type Receive struct {
 }
 
 // ErrUnknownPeer is returned for a peer id that was not added.
-var ErrUnknownPeer = errors.New("unknown peer")
+var ErrUnknownPeer = admin.Define(admin.ErrNotFound, "unknown peer")
 
 // Peer returns the pinned peer with the id.
 func (c *Config) Peer(id string) (Peer, error) {

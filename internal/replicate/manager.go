@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dmsync/dmsync/internal/admin"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/logd"
 	"github.com/dmsync/dmsync/pebble"
@@ -47,7 +48,11 @@ type Options struct {
 	Store *pebble.ReplicaStore
 	// Resolve finds a local volume by name.
 	Resolve func(ctx context.Context, volume string) (Source, error)
-	// Chunker cuts changed ranges into chunks; peers must agree on it.
+	// Chunking is how volumes are cut into chunks when first sent to a
+	// peer: ChunkingFixed (the default), ChunkingCDC or ChunkingAuto.
+	// Once a volume was sent, its recorded chunking is kept.
+	Chunking string
+	// Chunker, if set, overrides Chunking for every volume (tests).
 	Chunker rpc.Chunker
 	// Logger receives the manager's logs.
 	Logger *slog.Logger
@@ -55,13 +60,17 @@ type Options struct {
 	Dial grpctransport.DialOptions
 	// RetryDelay is the wait before a failed sender starts over (default 2 s).
 	RetryDelay time.Duration
+	// Freezer, if set, freezes a volume (by its log uuid) for consistency
+	// points (rpc/senderpoint.go); nil: replicas are written in place and
+	// hold no points.
+	Freezer func(logUUID string) rpc.Freezer
 }
 
-// Errors callers branch on.
+// Errors callers branch on; each is also one of the admin API's kinds.
 var (
-	ErrNoIdentity = errors.New("this node has no identity: run `dmsync init` and restart dmsyncd")
-	ErrNoVolume   = errors.New("no such replicated volume")
-	ErrInvalid    = errors.New("invalid request")
+	ErrNoIdentity = admin.Define(admin.ErrNotReady, "this node has no identity: run `dmsync init` and restart dmsyncd")
+	ErrNoVolume   = admin.Define(admin.ErrNotFound, "no such replicated volume")
+	ErrInvalid    = admin.Define(admin.ErrInvalid, "invalid request")
 )
 
 // fullSyncer is the dirty log's way to make a whole volume pending
@@ -76,19 +85,28 @@ type Manager struct {
 	path string
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	cfg     Config
-	sends   map[string]*sendState // by Send.Volume
-	recv    *rpc.Receiver
-	runCtx  context.Context
-	wg      sync.WaitGroup
-	restart chan struct{} // receiver configuration changed
+	mu       sync.Mutex
+	cfg      Config
+	sends    map[string]*sendState // by Send.Volume
+	recv     *rpc.Receiver
+	runCtx   context.Context
+	wg       sync.WaitGroup
+	restart  chan struct{} // receiver configuration changed
+	wire     wireNames     // the names peers accepted for sent volumes
+	probs    problems      // what the receiver could not do (problems.go)
+	verifies verifies      // the running verifies' progress
+	recvGen  chan struct{} // closed and replaced when the receiver is rebuilt
 }
 
 // New loads the configuration from StateDir. Nothing runs until Run.
 func New(opts Options) (*Manager, error) {
-	if opts.Log == nil || opts.Store == nil || opts.Resolve == nil || opts.Chunker == nil {
-		return nil, errors.New("replicate: needs a dirty log, a store, a resolver and a chunker")
+	if opts.Log == nil || opts.Store == nil || opts.Resolve == nil {
+		return nil, errors.New("replicate: needs a dirty log, a store and a resolver")
+	}
+	if opts.Chunking != "" && opts.Chunking != ChunkingAuto {
+		if _, err := newChunker(opts.Chunking); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -104,6 +122,7 @@ func New(opts Options) (*Manager, error) {
 	return &Manager{
 		opts: opts, path: path, log: opts.Logger, cfg: cfg,
 		sends: map[string]*sendState{}, restart: make(chan struct{}, 1),
+		recvGen: make(chan struct{}),
 	}, nil
 }
 
@@ -172,6 +191,21 @@ func (m *Manager) AddPeer(p Peer) error {
 // Replicate starts replicating a local volume to a pinned peer and
 // remembers it across restarts.
 func (m *Manager) Replicate(ctx context.Context, volume, peer string) (Source, error) {
+	return m.ReplicateAs(ctx, volume, peer, "")
+}
+
+// ReplicateAs is Replicate with the name the peer receives the volume
+// under ("": its log uuid or volume, see wirename.go).
+func (m *Manager) ReplicateAs(ctx context.Context, volume, peer, as string) (Source, error) {
+	return m.ReplicateSend(ctx, Send{Volume: volume, Peer: peer, As: as})
+}
+
+// ReplicateSend starts s: Replicate with all of a send's settings.
+func (m *Manager) ReplicateSend(ctx context.Context, s Send) (Source, error) {
+	volume, peer, as := s.Volume, s.Peer, s.As
+	if err := checkName("--as name", as); as != "" && err != nil {
+		return Source{}, err
+	}
 	if m.opts.Self == nil {
 		return Source{}, ErrNoIdentity
 	}
@@ -188,12 +222,12 @@ func (m *Manager) Replicate(ctx context.Context, volume, peer string) (Source, e
 	if _, err := m.cfg.Peer(id); err != nil {
 		return Source{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	s := Send{Volume: volume, Peer: id}
+	s.Peer = id
 	if old, ok := m.sends[volume]; ok {
 		if old.send == s {
 			return src, nil
 		}
-		return Source{}, fmt.Errorf("%w: %s is already replicated to %s (one peer per volume)", ErrInvalid, volume, old.send.Peer)
+		return Source{}, admin.Errorf(admin.ErrExists, "%s is already replicated to %s (one peer per volume): stop that first with `dmsync replicate stop %s`", volume, old.send.Peer, volume)
 	}
 	// The peer holds none of the volume yet: every region goes once.
 	if p, ok := m.opts.Log.(fullSyncer); ok {
@@ -208,83 +242,6 @@ func (m *Manager) Replicate(ctx context.Context, volume, peer string) (Source, e
 	return src, nil
 }
 
-// Receive lets peer from send volume into image.
-func (m *Manager) Receive(r Receive) error {
-	if m.opts.Self == nil {
-		return ErrNoIdentity
-	}
-	if m.opts.Listen == "" {
-		return fmt.Errorf("%w: dmsyncd does not listen for peers: start it with --listen HOST:PORT", ErrInvalid)
-	}
-	id, err := identity.ParseID(r.From)
-	if err != nil {
-		return fmt.Errorf("%w: sender %q: %w", ErrInvalid, r.From, err)
-	}
-	r.From = id
-	size, err := prepareImage(r.Image, r.Size)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	r.Size = size
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	err = m.change(func(c *Config) error {
-		c.Receives = slices.DeleteFunc(c.Receives, func(q Receive) bool { return q.Volume == r.Volume })
-		c.Receives = append(c.Receives, r)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	select {
-	case m.restart <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// prepareImage checks a replica image (creating a missing file of size
-// bytes) and returns its size.
-func prepareImage(path string, size uint64) (uint64, error) {
-	if !filepath.IsAbs(path) {
-		return 0, fmt.Errorf("image %q: give an absolute path", path)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		if size == 0 {
-			return 0, fmt.Errorf("image %s does not exist: give its size (--size) to create it", path)
-		}
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			err = f.Truncate(int64(size))
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("image %s: %w", path, err)
-	}
-	defer f.Close()
-	n, err := f.Seek(0, 2)
-	if err != nil {
-		return 0, fmt.Errorf("image %s: %w", path, err)
-	}
-	if size == 0 {
-		size = uint64(n)
-	}
-	if uint64(n) < size {
-		return 0, fmt.Errorf("image %s holds %d bytes, the volume needs %d: use a larger device or file", path, n, size)
-	}
-	return size, nil
-}
-
-// openImage opens a replica image for the receiver.
-func openImage(r Receive) (*os.File, error) {
-	f, err := os.OpenFile(r.Image, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("replica image of %s: %w", r.Volume, err)
-	}
-	return f, nil
-}
-
 // runReceiver serves the receiver until ctx is done, rebuilding it when the
 // configuration changes.
 func (m *Manager) runReceiver(ctx context.Context) error {
@@ -294,26 +251,49 @@ func (m *Manager) runReceiver(ctx context.Context) error {
 		m.mu.Unlock()
 		var vols []rpc.ReceiveVolume
 		var files []*os.File
+		m.probs.clearImages()
+		m.probs.keepResets(receiveNames(recvs))
 		for _, r := range recvs {
-			f, err := openImage(r)
+			f, err := m.openImage(r)
 			if err != nil {
 				m.log.Error("cannot receive volume", "volume", r.Volume, "err", err)
+				m.probs.image(r.Volume, err)
 				continue
 			}
 			files = append(files, f)
 			vols = append(vols, rpc.ReceiveVolume{Name: r.Volume, Image: f, Size: r.Size, Senders: []string{r.From}})
 		}
-		recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: m.opts.Store, Log: m.log.With("component", "receiver"), Volumes: vols})
+		vols = m.servable(vols)
+		recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: m.opts.Store, Log: m.log.With("component", "receiver"), Volumes: vols, StagingDir: m.stagingDir()})
+		var lis net.Listener
 		if err != nil {
-			return fmt.Errorf("receiver: %w", err)
+			err = fmt.Errorf("receiver: %w", err)
+		} else if lis, err = net.Listen("tcp", m.opts.Listen); err != nil {
+			err = fmt.Errorf("listen for peers on %s: %w (free the port or change --listen)", m.opts.Listen, err)
 		}
-		lis, err := net.Listen("tcp", m.opts.Listen)
 		if err != nil {
-			return fmt.Errorf("listen for peers on %s: %w", m.opts.Listen, err)
+			// The receiver fails alone: senders and the admin API go on,
+			// and it is tried again.
+			for _, f := range files {
+				f.Close()
+			}
+			if !m.probs.receiverFailed(err) {
+				m.log.Error("cannot receive from peers; retrying", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-m.restart:
+			case <-time.After(m.probs.backoff()):
+			}
+			continue
 		}
+		m.probs.receiverOK()
 		srv := grpctransport.NewServer(m.opts.Self, recv, m.log.With("component", "receiver"))
 		m.mu.Lock()
 		m.recv = recv
+		close(m.recvGen)
+		m.recvGen = make(chan struct{})
 		m.mu.Unlock()
 		m.log.Info("receiving from peers", "listen", lis.Addr().String(), "volumes", len(vols))
 		done := make(chan error, 1)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,11 +25,13 @@ const (
 )
 
 type node struct {
-	dir string
-	id  *identity.Identity
-	log *rpctest.FakeLog
-	m   *Manager
-	src string // the sender's volume file
+	dir  string
+	id   *identity.Identity
+	log  *rpctest.FakeLog
+	m    *Manager
+	src  string // the sender's volume file
+	db   *pebble.DB
+	stop func() // stops the manager (also at cleanup)
 }
 
 func freeAddr(t *testing.T) string {
@@ -43,9 +46,14 @@ func freeAddr(t *testing.T) string {
 
 // newNode makes a node with its own state directory, identity and store;
 // listen "" makes a node that only sends.
-func newNode(t *testing.T, listen string) *node {
+func newNode(t *testing.T, listen string, tune ...func(*Options)) *node {
 	t.Helper()
-	dir := t.TempDir()
+	return newNodeIn(t, t.TempDir(), listen, tune...)
+}
+
+// newNodeIn is newNode in dir, which may already hold a store (pebble/).
+func newNodeIn(t *testing.T, dir, listen string, tune ...func(*Options)) *node {
+	t.Helper()
 	id, err := identity.Init(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +63,8 @@ func newNode(t *testing.T, listen string) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	n := &node{dir: dir, id: id, log: rpctest.NewFakeLog(), src: filepath.Join(dir, "volume")}
-	n.m, err = New(Options{
+	n := &node{dir: dir, id: id, log: rpctest.NewFakeLog(), src: filepath.Join(dir, "volume"), db: db}
+	o := Options{
 		StateDir: dir, Listen: listen, Self: id, Log: n.log, Store: pebble.NewReplicaStore(db.Raw()),
 		Chunker: rpc.FixedChunker{Size: 4096}, RetryDelay: 50 * time.Millisecond,
 		Resolve: func(ctx context.Context, volume string) (Source, error) {
@@ -65,19 +73,27 @@ func newNode(t *testing.T, listen string) *node {
 			}
 			return Source{LogUUID: "uuid-vol", Path: n.src, Size: testSize}, nil
 		},
-	})
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	n.m, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	var once sync.Once
+	n.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(n.stop)
 	return n
 }
 
@@ -159,11 +175,11 @@ func TestReplicateTwoNodes(t *testing.T) {
 	if sent := st.Stats.BytesSent - sentBefore; sent == 0 || sent > 10*4096 {
 		t.Errorf("10 scattered 4 KiB writes sent %d bytes, want 1..%d", sent, 10*4096)
 	}
-	v, err := a.m.Verify(context.Background(), "vol")
+	v, err := a.m.Verify(context.Background(), "vol", VerifyOptions{Index: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Equal {
+	if !v.Equal || !v.IndexEqual || v.Scrubbed != testSize {
 		t.Fatalf("roots differ after replication: %+v", v)
 	}
 	recv := b.m.Receiving()
@@ -177,12 +193,24 @@ func TestReplicateTwoNodes(t *testing.T) {
 	if err := os.WriteFile(a.src, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v, err = a.m.Verify(context.Background(), "vol")
+	v, err = a.m.Verify(context.Background(), "vol", VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.Equal || len(v.Differ) != 1 || v.Differ[0].Off != 5*4096 || v.Differ[0].Len != 4096 {
 		t.Fatalf("verify after an unlogged write at %d: equal=%v differ=%+v", 5*4096+100, v.Equal, v.Differ)
+	}
+	// Repair makes the region holding it pending; it is sent again.
+	v, err = a.m.Verify(context.Background(), "vol", VerifyOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Repaired) != 1 || v.RegionSize == 0 || v.Repaired[0] != 5*4096/v.RegionSize {
+		t.Fatalf("repair made regions %v pending (region size %d), want the one holding byte %d", v.Repaired, v.RegionSize, 5*4096)
+	}
+	waitReplica(t, a, replica, data)
+	if v, err = a.m.Verify(context.Background(), "vol", VerifyOptions{Index: true}); err != nil || !v.Equal || !v.IndexEqual {
+		t.Fatalf("verify after repair: %+v, %v", v, err)
 	}
 
 	// The configuration survives a restart.
@@ -233,24 +261,5 @@ func TestReplicateBadRequests(t *testing.T) {
 	}
 	if cfg := a.m.Config(); len(cfg.Peers) != 0 || len(cfg.Sends) != 0 {
 		t.Fatalf("failed requests changed the config: %+v", cfg)
-	}
-}
-
-func TestPrepareImage(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := prepareImage(filepath.Join(dir, "new"), 0); err == nil {
-		t.Fatal("a missing image without a size was accepted")
-	}
-	if n, err := prepareImage(filepath.Join(dir, "new"), 8192); err != nil || n != 8192 {
-		t.Fatalf("create = %d, %v", n, err)
-	}
-	if n, err := prepareImage(filepath.Join(dir, "new"), 0); err != nil || n != 8192 {
-		t.Fatalf("existing = %d, %v", n, err)
-	}
-	if _, err := prepareImage(filepath.Join(dir, "new"), 1<<20); err == nil {
-		t.Fatal("an image smaller than the volume was accepted")
-	}
-	if _, err := prepareImage("relative.img", 10); err == nil {
-		t.Fatal("a relative path was accepted")
 	}
 }

@@ -1,5 +1,6 @@
 // Package sdnotify tells systemd about the service's state (sd_notify):
-// READY=1 once the service can do its job, STATUS= lines, STOPPING=1. It is
+// READY=1 once the service can do its job, STATUS= lines, STOPPING=1,
+// WATCHDOG=1 keep-alives. It is
 // silent outside systemd (NOTIFY_SOCKET unset).
 package sdnotify
 
@@ -7,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Socket returns the notification socket named by NOTIFY_SOCKET, or "".
@@ -41,3 +44,19 @@ func Ready(socket, status string) (bool, error) {
 
 // Stopping reports STOPPING=1.
 func Stopping(socket string) (bool, error) { return Send(socket, "STOPPING=1") }
+
+// WatchdogInterval returns systemd's watchdog interval for this process
+// (WATCHDOG_USEC, if WATCHDOG_PID is unset or names this process), or 0.
+func WatchdogInterval() time.Duration {
+	usec, err := strconv.ParseUint(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec == 0 {
+		return 0
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return 0
+	}
+	return time.Duration(usec) * time.Microsecond
+}
+
+// Watchdog sends WATCHDOG=1.
+func Watchdog(socket string) (bool, error) { return Send(socket, "WATCHDOG=1") }

@@ -19,8 +19,9 @@ import (
 
 // Client is an rpc.Transport to one receiver over mutual-TLS gRPC.
 type Client struct {
-	conn *grpc.ClientConn
-	c    pb.ReplicaClient
+	conn  *grpc.ClientConn
+	c     pb.ReplicaClient
+	stall time.Duration
 }
 
 // DialOptions tunes Dial; the zero value is fine.
@@ -29,6 +30,9 @@ type DialOptions struct {
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// MaxReconnectDelay caps gRPC's reconnect backoff (default 5 s).
 	MaxReconnectDelay time.Duration
+	// Liveness: keepalive pings and the batch stall bound (zero fields
+	// take DefaultLiveness's).
+	Liveness Liveness
 }
 
 // Dial returns a client for the receiver at addr whose node id must be
@@ -49,6 +53,8 @@ func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger,
 		grpc.WithInitialWindowSize(4 << 20),
 		grpc.WithInitialConnWindowSize(8 << 20),
 	}
+	live := opts.Liveness.withDefaults()
+	dopts = append(dopts, live.dialOptions()...)
 	if opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(opts.Dialer))
 	}
@@ -56,7 +62,7 @@ func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger,
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	return &Client{conn: conn, c: pb.NewReplicaClient(conn)}, nil
+	return &Client{conn: conn, c: pb.NewReplicaClient(conn), stall: live.Stall}, nil
 }
 
 // Close closes the connection.
@@ -72,13 +78,26 @@ func (c *Client) Root(ctx context.Context, volume string) (rpc.RootInfo, error) 
 	if err != nil {
 		return rpc.RootInfo{}, err
 	}
-	info := rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying()}
+	info := rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying(), Point: pointFromPB(r.GetPoint())}
 	if len(r.GetMerkleRoot()) > 0 {
 		if info.MerkleRoot, err = toID(r.GetMerkleRoot()); err != nil {
 			return rpc.RootInfo{}, err
 		}
 	}
 	return info, nil
+}
+
+// Commit implements rpc.Transport.
+func (c *Client) Commit(ctx context.Context, cm rpc.Commit) (rpc.Committed, error) {
+	r, err := c.c.Commit(ctx, &pb.CommitRequest{Volume: cm.Volume, Point: cm.Point, Batches: uint32(cm.Batches), TakenAtUnixNano: cm.TakenAt.UnixNano()})
+	if err != nil {
+		return rpc.Committed{}, fromStatus(err)
+	}
+	id, err := toID(r.GetRoot())
+	if err != nil {
+		return rpc.Committed{}, err
+	}
+	return rpc.Committed{Point: pointFromPB(r.GetPoint()), Root: id, Chunks: r.GetChunks()}, nil
 }
 
 // Tree implements rpc.Transport: a NodeSource asking the receiver for one
@@ -121,31 +140,56 @@ func (t *remoteTree) TreeNodes(k int, ranges []blockhash.Range) ([]blockhash.Nod
 	return out, nil
 }
 
-// Apply implements rpc.Transport.
+// Apply implements rpc.Transport. The stream is aborted with
+// rpc.ErrUnavailable once it makes no progress for the Liveness stall
+// bound.
 func (c *Client) Apply(ctx context.Context) (rpc.ApplyStream, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
+	t := newStallTimer(c.stall, cancel)
 	s, err := c.c.Apply(ctx)
 	if err != nil {
-		cancel()
-		return nil, fromStatus(err)
+		t.stop()
+		cancel(nil)
+		return nil, stallCause(ctx, t, fromStatus(err))
 	}
-	return &stream{s: s, cancel: cancel}, nil
+	return &stream{s: s, ctx: ctx, cancel: cancel, stall: t}, nil
 }
 
 type stream struct {
 	s      pb.Replica_ApplyClient
-	cancel context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stall  *stallTimer
 	offer  *rpc.Offer
+}
+
+// send sends one message and counts it as progress.
+func (s *stream) send(m *pb.ApplyRequest) error {
+	if err := s.s.Send(m); err != nil {
+		return s.err(err)
+	}
+	s.stall.progress()
+	return nil
+}
+
+// recv receives one message and counts it as progress.
+func (s *stream) recv() (*pb.ApplyResponse, error) {
+	r, err := s.s.Recv()
+	if err != nil {
+		return nil, stallCause(s.ctx, s.stall, fromStatus(err))
+	}
+	s.stall.progress()
+	return r, nil
 }
 
 func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
 	s.offer = o
-	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Offer{Offer: offerToPB(o)}}); err != nil {
-		return rpc.Need{}, s.err(err)
+	if err := s.send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Offer{Offer: offerToPB(o)}}); err != nil {
+		return rpc.Need{}, err
 	}
-	r, err := s.s.Recv()
+	r, err := s.recv()
 	if err != nil {
-		return rpc.Need{}, fromStatus(err)
+		return rpc.Need{}, err
 	}
 	n := r.GetNeed()
 	if n == nil {
@@ -155,26 +199,20 @@ func (s *stream) Offer(o *rpc.Offer) (rpc.Need, error) {
 }
 
 func (s *stream) SendBlocks(index uint32, data []byte) error {
-	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data, Partial: true}}}); err != nil {
-		return s.err(err)
-	}
-	return nil
+	return s.send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data, Partial: true}}})
 }
 
 func (s *stream) Send(index uint32, data []byte) error {
-	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data}}}); err != nil {
-		return s.err(err)
-	}
-	return nil
+	return s.send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Data{Data: &pb.Data{Index: index, Data: data}}})
 }
 
 func (s *stream) Finish(wantRoot bool) (rpc.Ack, []int, error) {
-	if err := s.s.Send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
-		return rpc.Ack{}, nil, s.err(err)
+	if err := s.send(&pb.ApplyRequest{Msg: &pb.ApplyRequest_Done{Done: &pb.Done{WantRoot: wantRoot}}}); err != nil {
+		return rpc.Ack{}, nil, err
 	}
-	r, err := s.s.Recv()
+	r, err := s.recv()
 	if err != nil {
-		return rpc.Ack{}, nil, fromStatus(err)
+		return rpc.Ack{}, nil, err
 	}
 	if n := r.GetNeed(); n != nil {
 		missing, err := fromBitmap(n.GetMissing(), s.offer.NumChunks())
@@ -213,9 +251,12 @@ func (s *stream) Finish(wantRoot bool) (rpc.Ack, []int, error) {
 // returns io.EOF and the status comes from Recv.
 func (s *stream) err(err error) error {
 	if _, rerr := s.s.Recv(); rerr != nil {
-		return fromStatus(rerr)
+		return stallCause(s.ctx, s.stall, fromStatus(rerr))
 	}
-	return fromStatus(err)
+	return stallCause(s.ctx, s.stall, fromStatus(err))
 }
 
-func (s *stream) Close() { s.cancel() }
+func (s *stream) Close() {
+	s.stall.stop()
+	s.cancel(nil)
+}

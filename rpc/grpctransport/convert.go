@@ -2,6 +2,7 @@ package grpctransport
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/dmsync/dmsync/rpc"
 	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
@@ -18,7 +19,7 @@ func toID(b []byte) (rpc.ID, error) {
 
 func offerToPB(o *rpc.Offer) *pb.Offer {
 	p := &pb.Offer{
-		Volume: o.Volume, VolumeSize: o.VolumeSize, Batch: o.Batch,
+		Volume: o.Volume, VolumeSize: o.VolumeSize, Batch: o.Batch, Point: o.Point,
 		Params: &pb.ChunkParams{Algorithm: o.Params.Algorithm, MinSize: o.Params.Min, AvgSize: o.Params.Avg, MaxSize: o.Params.Max},
 	}
 	for _, r := range o.Ranges {
@@ -34,7 +35,7 @@ func offerToPB(o *rpc.Offer) *pb.Offer {
 func offerFromPB(p *pb.Offer) (*rpc.Offer, error) {
 	pp := p.GetParams()
 	o := &rpc.Offer{
-		Volume: p.GetVolume(), VolumeSize: p.GetVolumeSize(), Batch: p.GetBatch(),
+		Volume: p.GetVolume(), VolumeSize: p.GetVolumeSize(), Batch: p.GetBatch(), Point: p.GetPoint(),
 		Params: rpc.ChunkParams{Algorithm: pp.GetAlgorithm(), Min: pp.GetMinSize(), Avg: pp.GetAvgSize(), Max: pp.GetMaxSize()},
 	}
 	for _, pr := range p.GetRanges() {
@@ -107,4 +108,18 @@ func needFromPB(p *pb.Need, o *rpc.Offer) (rpc.Need, error) {
 		}
 	}
 	return n, nil
+}
+
+func pointToPB(p rpc.RecoveryPoint) *pb.RecoveryPoint {
+	if p.Seq == 0 {
+		return nil
+	}
+	return &pb.RecoveryPoint{Seq: p.Seq, TakenAtUnixNano: p.TakenAt.UnixNano(), AppliedAtUnixNano: p.AppliedAt.UnixNano()}
+}
+
+func pointFromPB(p *pb.RecoveryPoint) rpc.RecoveryPoint {
+	if p.GetSeq() == 0 {
+		return rpc.RecoveryPoint{}
+	}
+	return rpc.RecoveryPoint{Seq: p.GetSeq(), TakenAt: time.Unix(0, p.GetTakenAtUnixNano()), AppliedAt: time.Unix(0, p.GetAppliedAtUnixNano())}
 }

@@ -1,6 +1,9 @@
 package grpctransport
 
 import (
+	"bytes"
+	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -131,8 +134,9 @@ func TestPatchRetryOverWire(t *testing.T) {
 }
 
 // TestVerifyListsDifferingRanges: bytes changed behind the dirty log's
-// back make the roots differ, and the Merkle descent over the wire names
-// exactly the chunks that hold them.
+// back make the roots differ; the Merkle descent over the wire names
+// exactly the chunks that hold them, and the scrub of the replica's image
+// names exactly their 4 KiB pages.
 func TestVerifyListsDifferingRanges(t *testing.T) {
 	const size, chunk = 4 << 20, 16 << 10
 	s := newSenderNode(t, size, 64<<10, chunk, 5)
@@ -144,7 +148,7 @@ func TestVerifyListsDifferingRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, err := snd.Verify(ctx)
-	if err != nil || !v.Equal || len(v.Differ) != 0 || v.Source.MerkleRoot != v.Replica.MerkleRoot {
+	if err != nil || !v.Equal || len(v.Differ) != 0 || len(v.IndexDiffer) != 0 || v.Source.MerkleRoot != v.Replica.MerkleRoot {
 		t.Fatalf("after sync: %+v, %v", v, err)
 	}
 	offs := []int64{100 * chunk, 200*chunk + 5}
@@ -157,24 +161,72 @@ func TestVerifyListsDifferingRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Equal || v.Source.MerkleRoot == v.Replica.MerkleRoot {
+	if v.Equal || v.IndexEqual || v.Source.MerkleRoot == v.Replica.MerkleRoot {
 		t.Fatal("verify missed the unlogged writes")
 	}
 	var total uint64
-	for _, rg := range v.Differ {
+	for _, rg := range v.IndexDiffer {
 		total += rg.Len
 	}
 	for _, off := range offs {
 		found := false
-		for _, rg := range v.Differ {
+		for _, rg := range v.IndexDiffer {
 			found = found || (uint64(off) >= rg.Off && uint64(off) < rg.End())
 		}
 		if !found {
-			t.Fatalf("differing ranges %v miss offset %d", v.Differ, off)
+			t.Fatalf("differing index ranges %v miss offset %d", v.IndexDiffer, off)
 		}
 	}
 	if total != 2*chunk {
-		t.Fatalf("differing ranges %v cover %d bytes, want the 2 chunks", v.Differ, total)
+		t.Fatalf("differing index ranges %v cover %d bytes, want the 2 chunks", v.IndexDiffer, total)
+	}
+	want := []blockhash.Range{{Off: 100 * chunk, Len: 4096}, {Off: 200 * chunk, Len: 4096}}
+	if !slices.Equal(v.Differ, want) {
+		t.Fatalf("differing image ranges %v, want the 2 pages %v", v.Differ, want)
 	}
 	t.Logf("diff: %+v", v.Diff)
+}
+
+// TestScrubRepairOverGRPC: 1 MiB of the replica's image overwritten behind
+// its index is found by the scrub over mutual-TLS gRPC, exactly; repair
+// over the wire makes its regions pending, one pass sends them, and verify
+// says equal.
+func TestScrubRepairOverGRPC(t *testing.T) {
+	const size = 8 << 20
+	s := newSenderNode(t, size, 256<<10, 4096, 9)
+	s.chunker = rpc.FixedChunker{Size: 4096}
+	r := newReceiverNode(t, size, s.id.ID)
+	r.start()
+	snd := s.sender(s.dial(r, DialOptions{}), r.id.ID)
+	ctx := ctxT(t)
+	if _, err := snd.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(r.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte("dd if=/dev/urandom "), 1<<20/19+1)[:1<<20]
+	if _, err := f.WriteAt(junk, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	v, err := snd.VerifyWith(ctx, rpc.VerifyOptions{Rate: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []blockhash.Range{{Off: 3 << 20, Len: 1 << 20}}; v.Equal || !slices.Equal(v.Differ, want) || v.IndexChecked {
+		t.Fatalf("verify: equal %v, differ %v (want %v), index checked %v", v.Equal, v.Differ, want, v.IndexChecked)
+	}
+	regions, err := snd.Repair(ctx, v.Differ)
+	if err != nil || len(regions) != 4 {
+		t.Fatalf("repair: regions %v, %v; want the 4 regions of 256 KiB", regions, err)
+	}
+	if _, err := snd.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	equalFiles(t, s.path, r.path)
+	if v, err := snd.VerifyWith(ctx, rpc.VerifyOptions{Index: true}); err != nil || !v.Equal || !v.IndexEqual {
+		t.Fatalf("after repair: %+v, %v", v, err)
+	}
 }

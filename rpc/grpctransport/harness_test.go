@@ -41,6 +41,8 @@ type receiverNode struct {
 	logBuf  *syncBuffer
 	// wrap, if set, wraps the replica file (fault injection).
 	wrap func(rpc.Image) rpc.Image
+	// live, if set, replaces DefaultLiveness.
+	live Liveness
 
 	mu   sync.Mutex
 	db   *pebbledb.DB
@@ -128,7 +130,7 @@ func (n *receiverNode) start() {
 	}
 	n.addr = ln.Addr().String()
 	n.db, n.recv, n.file = db, recv, f
-	n.srv = NewServer(n.id, recv, n.log)
+	n.srv = NewServer(n.id, recv, n.log, n.live)
 	n.done = make(chan struct{})
 	go func(srv *grpc.Server, done chan struct{}) {
 		srv.Serve(ln)

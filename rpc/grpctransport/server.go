@@ -1,5 +1,12 @@
 // Package grpctransport carries rpc's replication protocol over gRPC with
 // mutual TLS 1.3, peers pinned by node id (package internal/identity).
+//
+// Every peer is bounded on the receiver: connections (total and per peer
+// id), streams per connection, handshake time, message size and the work
+// served at once. limits.go documents them and the receiver's memory
+// bound: about 1.7 GiB with the defaults, whatever the peers send
+// (plus Root and TreeNodes requests' chunk lists until the replica's tree
+// is kept incrementally).
 package grpctransport
 
 import (
@@ -8,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -21,23 +29,41 @@ import (
 
 // NewServer returns a gRPC server serving recv. The TLS handshake admits
 // only senders some volume lists (Receiver.KnownSender); each batch is
-// checked again against its volume's allowlist.
-func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger) *grpc.Server {
-	creds := credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log))
+// checked again against its volume's allowlist. An optional Liveness
+// replaces DefaultLiveness (keepalive, handshake, stream and stall bounds,
+// and the connection and work Limits: limits.go, with the memory bound).
+func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger, live ...Liveness) *grpc.Server {
+	var l Liveness
+	if len(live) > 0 {
+		l = live[0]
+	}
+	l = l.withDefaults()
+	// Connection and work bounds (limits.go); a request waits for a slot
+	// for at most half the stall bound, so the sender hears why.
+	lim := newLimiter(l.Limits, l.Stall/2, log)
+	creds := lim.creds(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log)))
 	// WaitForHandlers: Stop returns only once no handler touches the
 	// receiver's store or images any more.
-	s := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(maxMsg), grpc.WaitForHandlers(true))
-	pb.RegisterReplicaServer(s, &server{recv: recv, log: log})
+	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true)},
+		append(l.serverOptions(), lim.options()...)...)
+	s := grpc.NewServer(opts...)
+	pb.RegisterReplicaServer(s, &server{recv: recv, log: log, stall: l.Stall})
 	return s
 }
 
-// maxMsg bounds a message: an offer lists up to MaxChunks chunks.
-const maxMsg = 64 << 20
+// maxMsg bounds a message the client sends or receives. The server takes
+// no message larger than its receiver's MaxOfferBytes (at least minMsg,
+// room for a data run), checked by gRPC before decoding.
+const (
+	maxMsg = 64 << 20
+	minMsg = 1 << 20
+)
 
 type server struct {
 	pb.UnimplementedReplicaServer
-	recv *rpc.Receiver
-	log  *slog.Logger
+	recv  *rpc.Receiver
+	log   *slog.Logger
+	stall time.Duration // a batch stream silent this long is aborted
 }
 
 func peerID(ctx context.Context) (string, error) {
@@ -61,7 +87,19 @@ func (s *server) Root(ctx context.Context, req *pb.RootRequest) (*pb.RootRespons
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, MerkleRoot: info.MerkleRoot[:]}, nil
+	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, MerkleRoot: info.MerkleRoot[:], Point: pointToPB(info.Point)}, nil
+}
+
+func (s *server) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	id, err := peerID(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c, err := s.recv.CommitPoint(ctx, id, rpc.Commit{Volume: req.GetVolume(), Point: req.GetPoint(), Batches: int(req.GetBatches()), TakenAt: time.Unix(0, req.GetTakenAtUnixNano())})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CommitResponse{Point: pointToPB(c.Point), Root: c.Root[:], Chunks: c.Chunks}, nil
 }
 
 func (s *server) TreeNodes(ctx context.Context, req *pb.TreeNodesRequest) (*pb.TreeNodesResponse, error) {
@@ -98,7 +136,11 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 	if err != nil {
 		return err
 	}
-	req, err := stream.Recv()
+	// A sender that goes silent mid-batch must not hold the batch's
+	// ranges: every Recv is bounded by the stall duration.
+	rx := newStallReader(stream, s.stall)
+	defer rx.close()
+	req, err := rx.next()
 	if err != nil {
 		return err
 	}
@@ -119,7 +161,7 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 		return err
 	}
 	for {
-		req, err := stream.Recv()
+		req, err := rx.next()
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("stream closed before done: %w", rpc.ErrProtocol)
 		}

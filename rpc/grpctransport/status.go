@@ -29,6 +29,8 @@ var table = []struct {
 	{rpc.ErrProtocol, codes.InvalidArgument},
 	{rpc.ErrNoSpace, codes.ResourceExhausted},
 	{rpc.ErrUnavailable, codes.Unavailable},
+	{rpc.ErrStaged, codes.FailedPrecondition},
+	{rpc.ErrPointLost, codes.Aborted},
 }
 
 // toStatus turns a receiver error into a gRPC status error.

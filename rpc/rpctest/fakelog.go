@@ -1,5 +1,8 @@
-// Package rpctest holds test doubles for package rpc: an in-memory dirty log
-// implementing logd.Replicator.
+// Package rpctest holds test doubles for package rpc: FakeLog, an
+// in-memory dirty log implementing logd.Replicator (held to logd.Server's
+// behaviour by a conformance suite run against both), and Transport, an
+// in-memory rpc.Transport into an rpc.Receiver for deterministic sender
+// tests.
 package rpctest
 
 import (
@@ -153,25 +156,35 @@ func (f *FakeLog) Quiet(uuid string, region uint64) (bool, error) {
 	return v.busy[region] == 0, nil
 }
 
-// Replicated implements logd.Replicator.
-func (f *FakeLog) Replicated(uuid string, region, gen uint64) (bool, error) {
+// Replicated implements logd.Replicator. OnReplicated, if set, is called
+// for each region first; its error fails the whole call. The conformance
+// suite (conformance_test.go) holds it to logd.Server's behaviour.
+func (f *FakeLog) Replicated(uuid string, regions []logd.PendingRegion) (int, error) {
 	if f.OnReplicated != nil {
-		if err := f.OnReplicated(uuid, region, gen); err != nil {
-			return false, err
+		for _, p := range regions {
+			if err := f.OnReplicated(uuid, p.Region, p.Gen); err != nil {
+				return 0, err
+			}
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v, err := f.vol(uuid)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	if !v.pending[region] || v.gen[region] != gen {
-		return false, nil
+	n := 0
+	for _, p := range regions {
+		// Like logd.Server: a region written since gen, or with a write
+		// still in flight, stays pending.
+		if !v.pending[p.Region] || v.gen[p.Region] != p.Gen || v.busy[p.Region] > 0 {
+			continue
+		}
+		delete(v.pending, p.Region)
+		v.replicated[p.Region]++
+		n++
 	}
-	delete(v.pending, region)
-	v.replicated[region]++
-	return true, nil
+	return n, nil
 }
 
 // Changes implements logd.Replicator.
