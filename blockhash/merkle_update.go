@@ -18,6 +18,11 @@ func (t *Tree) Update(chunks []Chunk, spans []Range) *Tree {
 	for i, c := range chunks {
 		level[i] = Node{Offset: c.Offset, Length: c.Length, Hash: c.ID}
 	}
+	return t.updateLeaves(level, spans)
+}
+
+// updateLeaves is Update given the new level 0, which it keeps.
+func (t *Tree) updateLeaves(level []Node, spans []Range) *Tree {
 	nt := &Tree{levels: [][]Node{level}}
 	dirty := mergeRanges(spans)
 	for k := 1; len(level) > 1; k++ {

@@ -125,11 +125,8 @@ func TestCDCSourceRootIsFresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := NewRootHasher(uint64(len(vol)))
-	for _, ch := range fullList(t, c, vol) {
-		h.Add(Chunk{Offset: ch.Offset, Length: uint32(ch.Length), ID: ch.ID})
-	}
-	r2, n2 := h.Sum()
+	full := fullList(t, c, vol)
+	r2, n2 := blockhash.NewTree(full).Root(), uint64(len(full))
 	if r1 != r2 || n1 != n2 {
 		t.Fatalf("SourceRoot %v/%d, full list %v/%d", r1, n1, r2, n2)
 	}

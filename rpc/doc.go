@@ -14,9 +14,23 @@
 // sender streams exactly those bytes in runs without waiting; the receiver
 // verifies every chunk before writing it, fsyncs the image, commits its
 // index and clears its durable "applying" marker in one Pebble batch, and
-// acks (with its chunk-list root when asked). Up to SenderConfig.Inflight
+// acks (with its root when asked). Up to SenderConfig.Inflight
 // batches are in flight; the receiver runs batches on disjoint ranges
 // concurrently.
+//
+// # The root (indextree.go)
+//
+// A volume has one root, for acks, status and verify: that of blockhash's
+// Merkle tree over its chunk list. The sender computes it from a full
+// re-chunk (SourceRoot); the receiver keeps the tree of its index in
+// memory, holes (bytes not received) as chunks with the zero id, built
+// once and then spliced (blockhash.Tree.Splice) only around the byte
+// ranges each commit, abort, forget or point changed. A call with no
+// change since costs nothing; one after a change re-reads only those
+// ranges of the index and copies the tree's leaf level, with no hashing
+// outside them (BenchmarkReplicaRoot: 1 GiB, one 4 KiB change, about 16x
+// faster than reading and hashing the whole index). The tree takes about
+// 70 bytes of memory per chunk (17 MiB per GiB at 4 KiB).
 //
 // # Verify and repair (verify.go, scrub.go)
 //

@@ -380,6 +380,7 @@ func (r *Receiver) applyStaged(v *recvVolume, st pebble.Staging) (RecoveryPoint,
 		if err := r.cfg.Store.CommitApplied(v.Name, sb.Batch, sb.Ranges, sb.Chunks); err != nil {
 			return RecoveryPoint{}, err
 		}
+		v.tree.changed(sb.Ranges)
 	}
 	prev, _, err := r.cfg.Store.Point(v.Name)
 	if err != nil {

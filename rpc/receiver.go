@@ -101,6 +101,9 @@ type recvVolume struct {
 	// no batch of the image is acknowledged until the receiver is rebuilt.
 	syncMu  sync.Mutex
 	syncErr error
+	// tree is the Merkle tree over the index; every index change below
+	// is followed by tree.changed.
+	tree indexTree
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -163,6 +166,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 			if err := cfg.Store.DropApplied(v.Name, m.Ranges); err != nil {
 				errs = append(errs, err)
 			}
+			rv.tree.changed(m.Ranges)
 		}
 		if err := r.recoverPoint(rv); err != nil {
 			errs = append(errs, err)
@@ -213,33 +217,20 @@ func (r *Receiver) Root(peer, name string) (RootInfo, error) {
 	return r.root(v)
 }
 
-// Tree returns blockhash's Merkle tree over the replica's chunk list.
+// Tree returns the Merkle tree over the replica's index (holes, the bytes
+// not received, are chunks with the zero ID). It is kept up to date in
+// memory, not rebuilt per call, and must not be modified.
 func (r *Receiver) Tree(peer, name string) (*blockhash.Tree, error) {
 	v, err := r.volume(peer, name)
 	if err != nil {
 		return nil, err
 	}
-	var list []blockhash.Chunk
-	err = r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
-		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return blockhash.NewTree(list), nil
+	t, _, _, err := v.tree.current(r.cfg.Store, v.Name, v.Size, r.log)
+	return t, err
 }
 
 func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
-	h := NewRootHasher(v.Size)
-	var list []blockhash.Chunk
-	var covered uint64
-	err := r.cfg.Store.Chunks(v.Name, func(c pebble.ReplicaChunk) error {
-		h.Add(Chunk{Offset: c.Offset, Length: c.Length, ID: c.ID})
-		covered += uint64(c.Length)
-		list = append(list, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
-		return nil
-	})
+	tree, chunks, covered, err := v.tree.current(r.cfg.Store, v.Name, v.Size, r.log)
 	if err != nil {
 		return RootInfo{}, err
 	}
@@ -247,7 +238,6 @@ func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 	if err != nil {
 		return RootInfo{}, err
 	}
-	root, n := h.Sum()
 	v.mu.Lock()
 	point := v.point
 	v.mu.Unlock()
@@ -256,11 +246,7 @@ func (r *Receiver) root(v *recvVolume) (RootInfo, error) {
 	if err != nil {
 		return RootInfo{}, err
 	}
-	info := RootInfo{Root: root, Chunks: n, VolumeSize: v.Size, Covered: covered, Applying: len(ms) > 0 || st.Committed, Point: point}
-	if len(list) > 0 {
-		info.MerkleRoot = blockhash.NewTree(list).Root()
-	}
-	return info, nil
+	return RootInfo{Root: tree.Root(), Chunks: chunks, VolumeSize: v.Size, Covered: covered, Applying: len(ms) > 0 || st.Committed, Point: point}, nil
 }
 
 // validate checks an offer against the volume before anything is written.
@@ -716,6 +702,7 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 		b.abortLocked()
 		return Ack{}, err
 	}
+	b.v.tree.changed(b.ranges)
 	if err := b.r.storeMeta(b.v, b.offer.Params); err != nil {
 		return Ack{}, err
 	}
@@ -796,6 +783,7 @@ func (b *Batch) abortLocked() {
 		if err := b.r.cfg.Store.DropApplied(b.v.Name, b.ranges); err != nil {
 			b.r.log.Error("drop index of aborted batch", "volume", b.v.Name, "err", err)
 		}
+		b.v.tree.changed(b.ranges)
 	}
 	// Nothing written: no marker was made.
 }

@@ -170,6 +170,7 @@ func (r *Receiver) Scrub(ctx context.Context, peer string, req ScrubRequest, emi
 		if err := r.cfg.Store.DropApplied(v.Name, br); err != nil {
 			return fmt.Errorf("volume %q: forget the index over %d ranges: %w", v.Name, len(br), err)
 		}
+		v.tree.changed(br)
 		r.log.Info("scrub repair: dropped the index over ranges that differ from the sender", "volume", v.Name, "peer", peer, "ranges", len(br))
 		return nil
 	}

@@ -26,7 +26,7 @@ type SenderStatus struct {
 	Rate float64
 	ETA  time.Duration
 	// LastAck is when the peer last acknowledged a batch durably, and
-	// LastRoot the chunk-list root it reported (zero if none yet).
+	// LastRoot the root it reported (zero if none yet).
 	LastAck  time.Time
 	LastRoot ID
 	Stats    Stats

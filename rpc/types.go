@@ -102,6 +102,9 @@ type Ack struct {
 
 // RootInfo describes a receiver's replica of a volume.
 type RootInfo struct {
+	// Root is the root of blockhash's Merkle tree over the chunk list; on
+	// a receiver, bytes not received are holes (chunks with the zero ID),
+	// so only a whole, equal replica has its source's root.
 	Root       ID
 	Chunks     uint64
 	VolumeSize uint64
@@ -111,9 +114,6 @@ type RootInfo struct {
 	// Applying is true while a batch is half applied: the replica is not
 	// clean.
 	Applying bool
-	// MerkleRoot is the root of blockhash's Merkle tree over the chunk
-	// list (zero for an empty list).
-	MerkleRoot ID
 	// Point is the last consistency point applied (Seq 0: none yet).
 	Point RecoveryPoint
 }

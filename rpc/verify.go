@@ -239,15 +239,9 @@ func (s *Sender) verifyIndex(ctx context.Context, res *VerifyResult) error {
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", s.cfg.Volume, err)
 	}
-	h := NewRootHasher(s.cfg.Size)
-	list := make([]blockhash.Chunk, len(chunks))
-	for i, c := range chunks {
-		h.Add(c)
-		list[i] = blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID}
-	}
-	root, n := h.Sum()
-	tree := blockhash.NewTree(list)
-	res.Source = RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size, MerkleRoot: tree.Root()}
+	tree := TreeOf(chunks)
+	root, n := tree.Root(), uint64(len(chunks))
+	res.Source = RootInfo{Root: root, Chunks: n, VolumeSize: s.cfg.Size, Covered: s.cfg.Size}
 	peer, err := s.cfg.Transport.Root(ctx, s.cfg.Volume)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", s.cfg.Volume, err)

@@ -90,7 +90,7 @@ type Receive struct {
 	From   string `json:"from"` // sender's node id
 	Image  string `json:"image"`
 	Size   uint64 `json:"size"`
-	// Root is the replica's chunk-list root (hex); Applying is true while
+	// Root is the replica's root (its Merkle tree's, rpc.RootInfo) (hex); Applying is true while
 	// a batch is half applied.
 	Root     string `json:"root,omitempty"`
 	Applying bool   `json:"applying"`

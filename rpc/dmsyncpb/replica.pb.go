@@ -856,13 +856,14 @@ func (x *RootRequest) GetVolume() string {
 }
 
 type RootResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
-	Chunks        uint64                 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
-	VolumeSize    uint64                 `protobuf:"varint,3,opt,name=volume_size,json=volumeSize,proto3" json:"volume_size,omitempty"`
-	Applying      bool                   `protobuf:"varint,4,opt,name=applying,proto3" json:"applying,omitempty"`                      // a batch was half applied: the replica is not clean
-	MerkleRoot    []byte                 `protobuf:"bytes,5,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"` // root of blockhash's Merkle tree over the chunk list
-	Point         *RecoveryPoint         `protobuf:"bytes,6,opt,name=point,proto3" json:"point,omitempty"`                             // the last point applied; unset if none yet
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// root of blockhash's Merkle tree over the replica's chunk list, bytes
+	// not received counting as holes: equal to the source's only when whole
+	Root          []byte         `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	Chunks        uint64         `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	VolumeSize    uint64         `protobuf:"varint,3,opt,name=volume_size,json=volumeSize,proto3" json:"volume_size,omitempty"`
+	Applying      bool           `protobuf:"varint,4,opt,name=applying,proto3" json:"applying,omitempty"` // a batch was half applied: the replica is not clean
+	Point         *RecoveryPoint `protobuf:"bytes,6,opt,name=point,proto3" json:"point,omitempty"`        // the last point applied; unset if none yet
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -923,13 +924,6 @@ func (x *RootResponse) GetApplying() bool {
 		return x.Applying
 	}
 	return false
-}
-
-func (x *RootResponse) GetMerkleRoot() []byte {
-	if x != nil {
-		return x.MerkleRoot
-	}
-	return nil
 }
 
 func (x *RootResponse) GetPoint() *RecoveryPoint {
@@ -1583,16 +1577,14 @@ const file_replica_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x0e.dmsync.v1.AckH\x00R\x03ackB\x05\n" +
 	"\x03msg\"%\n" +
 	"\vRootRequest\x12\x16\n" +
-	"\x06volume\x18\x01 \x01(\tR\x06volume\"\xc8\x01\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\"\xba\x01\n" +
 	"\fRootResponse\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\fR\x04root\x12\x16\n" +
 	"\x06chunks\x18\x02 \x01(\x04R\x06chunks\x12\x1f\n" +
 	"\vvolume_size\x18\x03 \x01(\x04R\n" +
 	"volumeSize\x12\x1a\n" +
-	"\bapplying\x18\x04 \x01(\bR\bapplying\x12\x1f\n" +
-	"\vmerkle_root\x18\x05 \x01(\fR\n" +
-	"merkleRoot\x12.\n" +
-	"\x05point\x18\x06 \x01(\v2\x18.dmsync.v1.RecoveryPointR\x05point\"\x7f\n" +
+	"\bapplying\x18\x04 \x01(\bR\bapplying\x12.\n" +
+	"\x05point\x18\x06 \x01(\v2\x18.dmsync.v1.RecoveryPointR\x05pointJ\x04\b\x05\x10\x06R\vmerkle_root\"\x7f\n" +
 	"\rRecoveryPoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\x12taken_at_unix_nano\x18\x02 \x01(\x03R\x0ftakenAtUnixNano\x12/\n" +

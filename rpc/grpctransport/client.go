@@ -79,11 +79,6 @@ func (c *Client) Root(ctx context.Context, volume string) (rpc.RootInfo, error) 
 		return rpc.RootInfo{}, err
 	}
 	info := rpc.RootInfo{Root: id, Chunks: r.GetChunks(), VolumeSize: r.GetVolumeSize(), Applying: r.GetApplying(), Point: pointFromPB(r.GetPoint())}
-	if len(r.GetMerkleRoot()) > 0 {
-		if info.MerkleRoot, err = toID(r.GetMerkleRoot()); err != nil {
-			return rpc.RootInfo{}, err
-		}
-	}
 	return info, nil
 }
 

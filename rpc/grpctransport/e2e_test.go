@@ -148,7 +148,7 @@ func TestVerifyListsDifferingRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, err := snd.Verify(ctx)
-	if err != nil || !v.Equal || len(v.Differ) != 0 || len(v.IndexDiffer) != 0 || v.Source.MerkleRoot != v.Replica.MerkleRoot {
+	if err != nil || !v.Equal || len(v.Differ) != 0 || len(v.IndexDiffer) != 0 || v.Source.Root != v.Replica.Root {
 		t.Fatalf("after sync: %+v, %v", v, err)
 	}
 	offs := []int64{100 * chunk, 200*chunk + 5}
@@ -161,7 +161,7 @@ func TestVerifyListsDifferingRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Equal || v.IndexEqual || v.Source.MerkleRoot == v.Replica.MerkleRoot {
+	if v.Equal || v.IndexEqual || v.Source.Root == v.Replica.Root {
 		t.Fatal("verify missed the unlogged writes")
 	}
 	var total uint64

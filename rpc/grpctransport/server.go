@@ -87,7 +87,7 @@ func (s *server) Root(ctx context.Context, req *pb.RootRequest) (*pb.RootRespons
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, MerkleRoot: info.MerkleRoot[:], Point: pointToPB(info.Point)}, nil
+	return &pb.RootResponse{Root: info.Root[:], Chunks: info.Chunks, VolumeSize: info.VolumeSize, Applying: info.Applying, Point: pointToPB(info.Point)}, nil
 }
 
 func (s *server) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
