@@ -52,6 +52,10 @@ type ReceiverConfig struct {
 	// StagingDir holds the redo files of consistency points being staged
 	// (point.go); without it the receiver refuses staged batches.
 	StagingDir string
+	// MaxScrubRate bounds the bytes per second this receiver reads from
+	// its images for scrubs, all peers and scrubs together; a request for
+	// more gets this (default DefaultScrubRate).
+	MaxScrubRate uint64
 }
 
 // Receiver applies batches from senders to replicas. It holds no transport:
@@ -65,6 +69,8 @@ type Receiver struct {
 	// Bytes written: to images in place, to staging files, and to
 	// images from staging files when points were applied.
 	inPlace, staged, applied atomic.Uint64
+	// scrubCap paces the scrubs of all peers together (MaxScrubRate).
+	scrubCap waiter
 }
 
 // ReceiverStats counts the bytes a receiver wrote.
@@ -122,7 +128,14 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	if cfg.MaxChunks == 0 {
 		cfg.MaxChunks = 1 << 18
 	}
-	r := &Receiver{cfg: cfg, log: cfg.Log, vols: map[string]*recvVolume{}, known: map[string]bool{}}
+	if cfg.MaxScrubRate == 0 {
+		cfg.MaxScrubRate = DefaultScrubRate
+	}
+	if cfg.MaxScrubRate < MinScrubRate {
+		return nil, fmt.Errorf("receiver: scrub rate cap of %d bytes/s is below the least a scrub may ask for (%d)", cfg.MaxScrubRate, MinScrubRate)
+	}
+	r := &Receiver{cfg: cfg, log: cfg.Log, vols: map[string]*recvVolume{}, known: map[string]bool{},
+		scrubCap: newScrubPacer(cfg.MaxScrubRate, MaxScrubPiece)}
 	r.seq.Store(uint64(time.Now().UnixNano()))
 	var errs []error
 	for _, v := range cfg.Volumes {

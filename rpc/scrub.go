@@ -49,7 +49,8 @@ type ScrubRequest struct {
 	// MaxScrubPiece (0: DefaultScrubPiece).
 	Piece uint32
 	// Rate bounds the bytes per second the receiver reads (0:
-	// DefaultScrubRate).
+	// DefaultScrubRate); the receiver's own cap (ReceiverConfig.MaxScrubRate)
+	// bounds it further, over all scrubs together.
 	Rate uint64
 	// Ranges limits the scrub to these byte ranges, each starting at a
 	// multiple of Piece (none: the whole image). The receiver sorts and
@@ -90,6 +91,19 @@ type waiter interface {
 // at most burst bytes (one read).
 var newScrubPacer = func(bytesPerSec uint64, burst int) waiter {
 	return rate.NewLimiter(rate.Limit(bytesPerSec), burst)
+}
+
+// bothPacers waits for each of its pacers in turn: a scrub's own rate and
+// the receiver's cap over all scrubs.
+type bothPacers [2]waiter
+
+func (b bothPacers) WaitN(ctx context.Context, n int) error {
+	for _, w := range b {
+		if err := w.WaitN(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // scrubPlan checks req against a volume of size bytes and returns its
@@ -181,8 +195,11 @@ func (r *Receiver) Scrub(ctx context.Context, peer string, req ScrubRequest, emi
 	if bps < MinScrubRate {
 		return fmt.Errorf("volume %q: scrub rate of %d bytes/s: ask for at least %d (1 MiB/s): %w", v.Name, bps, MinScrubRate, ErrProtocol)
 	}
+	if bps > r.cfg.MaxScrubRate {
+		bps = r.cfg.MaxScrubRate
+	}
 	ioSize := max(uint64(piece), scrubIO)
-	pace := newScrubPacer(bps, int(ioSize))
+	pace := bothPacers{newScrubPacer(bps, int(ioSize)), r.scrubCap}
 	r.log.Info("scrub started", "volume", v.Name, "peer", peer, "piece", piece, "rate", bps, "ranges", len(ranges))
 	flush := min(scrubMsgBytes, max(ioSize, bps))
 	s := scrubber{r: r, v: v, piece: uint64(piece), io: ioSize, flush: flush, pace: pace, emit: emit}

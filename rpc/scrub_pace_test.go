@@ -109,3 +109,68 @@ func TestScrubPacesEveryRead(t *testing.T) {
 		}
 	}
 }
+
+// TestScrubRateCap: a peer asking for more than the receiver's cap gets
+// the cap, and the cap paces every byte of all scrubs together (two at
+// once here). Counted, not timed.
+func TestScrubRateCap(t *testing.T) {
+	const size = 3 << 20
+	var mu sync.Mutex
+	var pacers []*countingPacer
+	old := newScrubPacer
+	t.Cleanup(func() { newScrubPacer = old })
+	newScrubPacer = func(bps uint64, burst int) waiter {
+		mu.Lock()
+		defer mu.Unlock()
+		p := &countingPacer{bytesPerSec: bps, burst: burst}
+		pacers = append(pacers, p)
+		return p
+	}
+	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st := pebble.NewReplicaStore(db)
+	vols := []ReceiveVolume{
+		{Name: "a", Image: &memImage{b: make([]byte, size)}, Size: size, Senders: []string{tPeer}},
+		{Name: "b", Image: &memImage{b: make([]byte, size)}, Size: size, Senders: []string{tPeer}},
+	}
+	if _, err := NewReceiver(ReceiverConfig{Store: st, Volumes: vols, MaxScrubRate: MinScrubRate - 1}); err == nil {
+		t.Fatal("a cap below MinScrubRate was accepted")
+	}
+	pacers = nil
+	const cap = 2 << 20
+	r, err := NewReceiver(ReceiverConfig{Store: st, Volumes: vols, MaxScrubRate: cap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pacers) != 1 || pacers[0].bytesPerSec != cap || pacers[0].burst < MaxScrubPiece {
+		t.Fatalf("receiver-wide pacer: %+v", pacers)
+	}
+	shared := pacers[0]
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, v := range []string{"a", "b"} {
+		wg.Go(func() {
+			errs[i] = r.Scrub(context.Background(), tPeer, ScrubRequest{Volume: v, Rate: 100 << 20}, func(ScrubDigests) error { return nil })
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(pacers) != 3 {
+		t.Fatalf("%d pacers, want the receiver's and one per scrub", len(pacers))
+	}
+	for _, p := range pacers[1:] {
+		if p.bytesPerSec != cap || p.waited != size {
+			t.Errorf("scrub pacer of %d B/s paced %d bytes; want the cap %d and %d bytes", p.bytesPerSec, p.waited, cap, size)
+		}
+	}
+	if shared.waited != 2*size || shared.over != 0 {
+		t.Errorf("the cap paced %d bytes (%d asks over its burst); want %d", shared.waited, shared.over, 2*size)
+	}
+}

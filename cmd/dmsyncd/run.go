@@ -23,6 +23,7 @@ import (
 	"github.com/dmsync/dmsync/logd"
 	"github.com/dmsync/dmsync/logd/logapi"
 	"github.com/dmsync/dmsync/pebble"
+	"github.com/dmsync/dmsync/rpc"
 )
 
 var (
@@ -55,6 +56,7 @@ type config struct {
 	ops           opsConfig     // metrics, events, web view (the replicator's)
 	chunking      string        // how new replications cut chunks (replicate.Chunking*)
 	fsfreeze      bool          // consistency points freeze the file system too
+	scrubRate     uint64        // MiB/s all scrubs of replicas here may read together
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -70,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	addOpsFlags(fs, &c.ops)
 	fs.BoolVar(&c.fsfreeze, "fsfreeze", false, "freeze the file system on a volume for each consistency point too (a clean point, not only crash-consistent; the pause includes writing out its dirty data)")
 	fs.StringVar(&c.chunking, "chunking", replicate.ChunkingFixed, "how a new replication cuts changed ranges into chunks: fixed (4 KiB blocks: ciphertext, in-place writes), cdc (content-defined: plaintext with insertions) or auto (fixed under dm-crypt, else cdc); recorded per volume and peer, a replica keeps its own")
+	fs.Uint64Var(&c.scrubRate, "scrub-max-rate", rpc.DefaultScrubRate>>20, "MiB per second that scrubs (dmsync verify from a peer) may read from this node's replica images, all together; a peer asking for more gets this")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -88,6 +91,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.stateDir == "" {
 		return c, fmt.Errorf("%w: --state-dir must not be empty", errUsage)
+	}
+	if c.scrubRate < rpc.MinScrubRate>>20 || c.scrubRate > 1<<20 {
+		return c, fmt.Errorf("%w: --scrub-max-rate %d: want MiB per second from %d to %d", errUsage, c.scrubRate, rpc.MinScrubRate>>20, 1<<20)
 	}
 	switch c.chunking {
 	case replicate.ChunkingFixed, replicate.ChunkingCDC, replicate.ChunkingAuto:

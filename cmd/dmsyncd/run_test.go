@@ -31,17 +31,20 @@ import (
 
 func TestFlags(t *testing.T) {
 	var stderr bytes.Buffer
-	for _, args := range [][]string{{"--bogus"}, {"--log-level", "loud"}, {"extra"}, {"--state-dir", ""}, {"--chunking", "rabin"}} {
+	for _, args := range [][]string{{"--bogus"}, {"--log-level", "loud"}, {"extra"}, {"--state-dir", ""}, {"--chunking", "rabin"}, {"--scrub-max-rate", "0"}, {"--scrub-max-rate", "-5"}} {
 		err := run(context.Background(), args, io.Discard, &stderr)
 		if !errors.Is(err, errUsage) || exitCode(err) != exitUsage {
 			t.Errorf("%q: %v", args, err)
 		}
 	}
-	if c, err := parseFlags(nil, &stderr); err != nil || c.stateDir != "/var/lib/dmsync" || c.logLevel != slog.LevelInfo || c.chunking != "fixed" {
+	if c, err := parseFlags(nil, &stderr); err != nil || c.stateDir != "/var/lib/dmsync" || c.logLevel != slog.LevelInfo || c.chunking != "fixed" || c.scrubRate != 200 {
 		t.Errorf("defaults %+v %v", c, err)
 	}
 	if c, err := parseFlags([]string{"--chunking", "cdc"}, &stderr); err != nil || c.chunking != "cdc" {
 		t.Errorf("--chunking cdc: %+v %v", c, err)
+	}
+	if c, err := parseFlags([]string{"--scrub-max-rate", "40"}, &stderr); err != nil || c.scrubRate != 40 {
+		t.Errorf("--scrub-max-rate 40: %+v %v", c, err)
 	}
 }
 

@@ -55,7 +55,7 @@ func (r *replicator) addServices(g *grpc.Server, store *pebble.DB) ([]service, e
 	}
 	repl, err := replicate.New(replicate.Options{
 		StateDir: r.cfg.stateDir, Listen: r.cfg.listen, Self: self, Log: r.lc,
-		Store: pebble.NewReplicaStore(store.Raw()), Chunking: r.cfg.chunking,
+		Store: pebble.NewReplicaStore(store.Raw()), Chunking: r.cfg.chunking, ScrubRate: r.cfg.scrubRate << 20,
 		Logger: r.log.With("component", "replicate"),
 		Resolve: func(ctx context.Context, name string) (replicate.Source, error) {
 			return resolve(ctx, dm, dmErr, name)

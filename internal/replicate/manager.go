@@ -52,6 +52,9 @@ type Options struct {
 	// peer: ChunkingFixed (the default), ChunkingCDC or ChunkingAuto.
 	// Once a volume was sent, its recorded chunking is kept.
 	Chunking string
+	// ScrubRate caps the bytes per second scrubs from peers read from this
+	// node's replica images, all together (0: rpc.DefaultScrubRate).
+	ScrubRate uint64
 	// Chunker, if set, overrides Chunking for every volume (tests).
 	Chunker rpc.Chunker
 	// Logger receives the manager's logs.
@@ -264,7 +267,7 @@ func (m *Manager) runReceiver(ctx context.Context) error {
 			vols = append(vols, rpc.ReceiveVolume{Name: r.Volume, Image: f, Size: r.Size, Senders: []string{r.From}})
 		}
 		vols = m.servable(vols)
-		recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: m.opts.Store, Log: m.log.With("component", "receiver"), Volumes: vols, StagingDir: m.stagingDir()})
+		recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: m.opts.Store, Log: m.log.With("component", "receiver"), Volumes: vols, StagingDir: m.stagingDir(), MaxScrubRate: m.opts.ScrubRate})
 		var lis net.Listener
 		if err != nil {
 			err = fmt.Errorf("receiver: %w", err)
