@@ -86,6 +86,10 @@ func (g *G) StartDaemon(o DaemonOptions) *Daemon {
 	return d
 }
 
+// PID returns the daemon's process id (in a network namespace too: `ip
+// netns exec` execs it in place).
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Log returns what the daemon wrote so far.
 func (d *Daemon) Log() string { return d.log.String() }
 

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"bytes"
+	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -140,4 +142,43 @@ func treeContains(t *testing.T, dir string, marker []byte) string {
 		return nil
 	})
 	return found
+}
+
+// linearDevices creates, for each name, a linear dm device of size bytes
+// over the start of a freshly wiped scratch disk (disks[i] for names[i]),
+// removed when the test ends.
+func linearDevices(t *testing.T, g *guesttest.G, size int64, names []string, disks []int) {
+	t.Helper()
+	for i, name := range names {
+		g.Run("dmsetup", "create", name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, g.WipeDisk(disks[i])))
+		t.Cleanup(func() { g.Try("dmsetup", "remove", "--force", name) })
+	}
+}
+
+// randomKeyFile writes a new random 64-byte key (plain dm-crypt,
+// aes-xts-plain64 with 512 bits) to path.
+func randomKeyFile(t *testing.T, path string) string {
+	t.Helper()
+	k := make([]byte, 64)
+	rand.Read(k)
+	if err := os.WriteFile(path, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// removeVolume runs `dmsync volume remove` on the node, retrying for 20 s:
+// reads of a just-killed replicator may hold the mirror open a moment.
+func (n *node) removeVolume(t *testing.T, name string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		out, err := n.g.Try(n.g.Bin("dmsync"), "--socket", n.socket, "volume", "remove", name)
+		if err == nil {
+			return
+		}
+		if i == 20 {
+			t.Fatalf("volume remove %s: %v\n%s", name, err, out)
+		}
+		time.Sleep(time.Second)
+	}
 }

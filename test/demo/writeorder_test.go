@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -43,16 +42,8 @@ func TestKernelWriteOrder(t *testing.T) {
 		slots   = size / recSize
 	)
 	// Small devices on the scratch disks keep the first sync short.
-	for _, d := range []struct{ name, disk string }{{"wo-data", g.WipeDisk(0)}, {"wo-replica", g.WipeDisk(2)}} {
-		g.Run("dmsetup", "create", d.name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, d.disk))
-		t.Cleanup(func() { g.Try("dmsetup", "remove", "--force", d.name) })
-	}
-	key := "/run/wo.key"
-	k := make([]byte, 64)
-	rand.Read(k)
-	if err := os.WriteFile(key, k, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	linearDevices(t, g, size, []string{"wo-data", "wo-replica"}, []int{0, 2})
+	key := randomKeyFile(t, "/run/wo.key")
 
 	a := newNode(t, g, "woa", "")
 	a.start(t)
@@ -221,18 +212,7 @@ func TestKernelWriteOrder(t *testing.T) {
 	fmt.Printf("write order: %d rounds (%d network cuts, %d kill -9 of A's replicator, B killed every round), %d records, "+
 		"every check a prefix (largest gap 0); point #%d, %d points since A's last start, pause last %s, max %s\n",
 		rounds, cuts, kills, w, rp.Seq, rp.Points, pause(rp.PauseSeconds), pause(rp.MaxPauseSeconds))
-	// The last killed replicator's reads of the mirror may hold it open for
-	// a moment: remove is retried for a while.
-	for i := 0; ; i++ {
-		out, err := g.Try(g.Bin("dmsync"), "--socket", a.socket, "volume", "remove", "wo")
-		if err == nil {
-			break
-		}
-		if i == 20 {
-			t.Fatalf("volume remove wo: %v\n%s", err, out)
-		}
-		time.Sleep(time.Second)
-	}
+	a.removeVolume(t, "wo")
 	removed = true
 }
 

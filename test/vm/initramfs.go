@@ -28,7 +28,7 @@ const baseFormat = "dmsync-base-3"
 // libraries. Busybox provides the rest of the userland.
 var GuestTools = []string{
 	"/usr/sbin/dmsetup", "/usr/sbin/cryptsetup", "/usr/sbin/mke2fs", "/usr/sbin/e2fsck",
-	"/usr/sbin/dumpe2fs", "/usr/bin/fio", "/usr/bin/kmod", "/usr/bin/ip",
+	"/usr/sbin/dumpe2fs", "/usr/bin/fio", "/usr/bin/kmod", "/usr/bin/ip", "/usr/sbin/tc",
 }
 
 // toolLinks are extra names of GuestTools, as on Debian.
@@ -44,7 +44,7 @@ var GuestModules = []string{
 	"virtio_pci", "virtio_blk", "dm_mod", "dm_mirror", "dm_log", "dm_region_hash", "dm_log_userspace",
 	"dm_crypt", "dm_flakey", "dm_zero", "dm_delay", "dm_era", "dm_log_writes", "ext4",
 	"crc32c_generic", "crc32c_intel", "loop", "veth", "xts", "aesni_intel", "essiv",
-	"af_alg", "algif_skcipher", "algif_hash", "sha256_ssse3",
+	"af_alg", "algif_skcipher", "algif_hash", "sha256_ssse3", "sch_tbf", "sch_netem",
 }
 
 // baseImage returns the path of the cached base initramfs (busybox, tools,
