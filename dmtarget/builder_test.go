@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -266,17 +267,42 @@ func TestListStatusRemove(t *testing.T) {
 		t.Fatalf("Remove of a mounted volume: %v", err)
 	}
 	f.Update("one", false, func(d *dmtargettest.Device) { d.OpenCount = 0 })
+	// The mirror held open by more than its crypt device (a replication
+	// pass reading it): nothing is removed.
+	f.Update("one-mirror", false, func(d *dmtargettest.Device) { d.OpenCount = 2 })
+	if err := b.Remove(ctx, "one"); !errors.Is(err, dmtarget.ErrBusy) || !strings.Contains(err.Error(), "nothing was removed") {
+		t.Fatalf("Remove with the mirror open elsewhere: %v", err)
+	}
+	if got := strings.Join(f.Devices(), ","); !strings.Contains(got, "one,") {
+		t.Fatalf("a refused remove removed devices: %s", got)
+	}
+	f.Update("one-mirror", false, func(d *dmtargettest.Device) { d.OpenCount = 0 })
+	// A remove that stopped after the crypt device (the mirror was opened
+	// in between) leaves a volume that is still found by its name.
+	if err := f.Remove(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Find(ctx, "one"); err != nil || strings.Join(v.Devices, ",") != "one-mirror,one-sink,one-sinkerr" {
+		t.Fatalf("Find of a half-removed volume: %+v, %v", v, err)
+	}
 	if err := b.Remove(ctx, "one"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Remove(ctx, "two"); err != nil {
 		t.Fatal(err)
 	}
+	h.Sizes["/dev/vde"] = gib
+	if _, err := b.Create(ctx, dmtarget.VolumeSpec{Name: "three", Data: "/dev/vde", Crypt: "plain", KeyFile: "/etc/dmsync/key", LogUUID: "U4"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Remove(ctx, "three"); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.Runs(); !slices.Contains(r, "cryptsetup close three") {
+		t.Fatalf("crypt not closed with cryptsetup: %q", r)
+	}
 	if got := strings.Join(f.Devices(), ","); got != "byhand" {
 		t.Fatalf("after remove: %s", got)
-	}
-	if r := h.Runs(); r[len(r)-1] != "cryptsetup close one" {
-		t.Fatalf("crypt not closed with cryptsetup: %q", r)
 	}
 	if err := b.Remove(ctx, "nope"); !errors.Is(err, dmtarget.ErrNoVolume) || !strings.Contains(err.Error(), "dmsync volume list") {
 		t.Fatalf("Remove(nope): %v", err)

@@ -188,6 +188,13 @@ func (b *Builder) Find(ctx context.Context, name string) (Volume, error) {
 			return v, nil
 		}
 	}
+	// A managed volume whose crypt device is gone (a remove that failed
+	// half-way) is still found by its name, so it can be removed.
+	for _, v := range vols {
+		if v.Managed && v.Name == v.Mirror && v.Mirror == mirrorName(VolumeSpec{Name: name, Crypt: CryptPlain}) {
+			return v, nil
+		}
+	}
 	if _, err := b.DM.Info(ctx, name); err == nil {
 		return Volume{}, fmt.Errorf("%w: dm device %s is not a dmsync volume (no mirror with a userspace log below it): remove it with dmsetup remove %s", ErrNoVolume, name, name)
 	}
@@ -257,6 +264,18 @@ func (b *Builder) Remove(ctx context.Context, name string) error {
 	}
 	if top.OpenCount > 0 {
 		return fmt.Errorf("remove volume %s: %w: /dev/mapper/%s is open %d time(s): unmount it (or stop its user) first", name, ErrBusy, v.Name, top.OpenCount)
+	}
+	// Each device below the top is held open once, by the one above it:
+	// any other opener (a replication pass reading the mirror, a dd)
+	// would make its removal fail half-way, so nothing is removed then.
+	for _, d := range v.Devices[1:] {
+		info, err := b.DM.Info(ctx, d)
+		if err != nil {
+			return fmt.Errorf("remove volume %s: %w", name, err)
+		}
+		if info.OpenCount > 1 {
+			return fmt.Errorf("remove volume %s: %w: /dev/mapper/%s is open %d time(s), by more than the device above it (a replication pass reading it, or another user): nothing was removed; retry, or `dmsync replicate stop` the volume first", name, ErrBusy, d, info.OpenCount)
+		}
 	}
 	for i, d := range v.Devices {
 		var err error

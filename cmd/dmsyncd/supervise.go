@@ -28,8 +28,9 @@ const (
 	minBackoff = time.Second
 	maxBackoff = 30 * time.Second
 	// stableRun resets the backoff: a replicator that ran this long was
-	// not crash-looping.
-	stableRun = time.Minute
+	// not crash-looping (a crash loop fails within seconds of each start;
+	// one killed every half minute is not one, and waits only minBackoff).
+	stableRun = 15 * time.Second
 	// stopGrace is how long the replicator gets after SIGTERM.
 	stopGrace = 10 * time.Second
 )

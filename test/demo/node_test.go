@@ -179,6 +179,7 @@ func (n *node) removeVolume(t *testing.T, name string) {
 		if i == 20 {
 			t.Fatalf("volume remove %s: %v\n%s", name, err, out)
 		}
+		t.Logf("volume remove %s, try %d: %v", name, i+1, err)
 		time.Sleep(time.Second)
 	}
 }
