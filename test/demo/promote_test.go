@@ -145,8 +145,21 @@ func TestKernelPromote(t *testing.T) {
 	if err != nil && !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("e2fsck -fy of the promoted image: %v\n%s", err, out)
 	}
-	if strings.Contains(out, "? yes") {
-		t.Errorf("e2fsck had to fix the promoted image (not only replay its journal):\n%s", out)
+	// After a crash e2fsck always recounts the superblock's free block and
+	// inode totals (ext4 does not keep them current on disk; the kernel recounts them
+	// at mount too). Any other fix means the image was not consistent.
+	var fixes []string
+	prev := ""
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "? yes") && !strings.HasPrefix(prev, "Free blocks count wrong (") && !strings.HasPrefix(prev, "Free inodes count wrong (") {
+			fixes = append(fixes, prev+" "+l)
+		}
+		if strings.TrimSpace(l) != "" {
+			prev = l
+		}
+	}
+	if len(fixes) > 0 {
+		t.Errorf("e2fsck had to fix the promoted image (more than replaying its journal and recounting the superblock's totals): %q\n%s", fixes, out)
 	}
 	if out, err := g.Try("e2fsck", "-f", "-n", "/dev/mapper/pr-promoted"); err != nil {
 		t.Fatalf("the promoted image is not clean after the first fsck: %v\n%s", err, out)
@@ -174,10 +187,12 @@ func TestKernelPromote(t *testing.T) {
 	fmt.Printf("promote: point #%d; %d files written on A, %d fsynced before the point, all %d intact on B (B holds %d); e2fsck (journal replayed: %v): %s\n",
 		point.seq, written, before, intact, present, strings.Contains(out, "ecovering journal"), lastLine(out))
 
-	// Clean up A: the network back, the volume removed.
+	// Clean up A: the network back, replication stopped, the volume
+	// removed.
 	g.Run("ip", "link", "set", "veth-nodeprb", "up")
 	g.Run("umount", mnt)
 	mounted = false
+	a.cli("replicate", "stop", "pr")
 	a.removeVolume(t, "pr")
 	removed = true
 }

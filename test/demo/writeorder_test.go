@@ -212,6 +212,7 @@ func TestKernelWriteOrder(t *testing.T) {
 	fmt.Printf("write order: %d rounds (%d network cuts, %d kill -9 of A's replicator, B killed every round), %d records, "+
 		"every check a prefix (largest gap 0); point #%d, %d points since A's last start, pause last %s, max %s\n",
 		rounds, cuts, kills, w, rp.Seq, rp.Points, pause(rp.PauseSeconds), pause(rp.MaxPauseSeconds))
+	a.cli("replicate", "stop", "wo")
 	a.removeVolume(t, "wo")
 	removed = true
 }
