@@ -38,8 +38,10 @@ func (n *node) send(t *testing.T) sendState {
 
 // TestKernelNetworkFaults is issue 12's "replication survives any network
 // fault" on a real kernel, with no restart of either daemon:
-//   - a blackout: mid-pass, B's veth goes down for 90 s (packets vanish,
-//     no reset reaches either side). Status must show the peer as
+//   - a blackout: mid-pass, every packet between A and B is dropped for
+//     90 s (netem loss 100% both ways: no error, no reset on either side,
+//     the route stays). Before it the path is slowed to ~1 MiB/s so
+//     that the pass is still under way; after it, it is fast. Status must show the peer as
 //     unreachable during it, and acks must resume once the path is back;
 //     the test prints how long that took (the aim is 30 s or less);
 //   - a lossy path: netem drops 60% of the packets both ways while a new
@@ -94,7 +96,10 @@ func TestKernelNetworkFaults(t *testing.T) {
 		}
 	}
 	before := a.send(t)
-	g.Run("ip", "link", "set", veth, "down")
+	// The blackhole: every packet dropped both ways (netem loss 100%), the
+	// link and its route up, so neither side sees an error or a reset.
+	g.Run("tc", "qdisc", "replace", "dev", veth, "root", "netem", "loss", "100%")
+	g.Run("ip", "netns", "exec", "nodenf", "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "loss", "100%")
 	cut := time.Now()
 	var unreachable time.Duration // after the cut, when status said so
 	for time.Since(cut) < 90*time.Second {
@@ -112,12 +117,13 @@ func TestKernelNetworkFaults(t *testing.T) {
 	if during.PendingRegions == 0 {
 		t.Fatalf("the pass ended during the blackout: %+v", during)
 	}
-	g.Run("ip", "link", "set", veth, "up")
+	g.Run("tc", "qdisc", "del", "dev", veth, "root")
+	g.Run("ip", "netns", "exec", "nodenf", "tc", "qdisc", "del", "dev", "eth0", "root")
 	back := time.Now()
 	for ; ; time.Sleep(500 * time.Millisecond) {
 		s := a.send(t)
 		if s.LastAck != nil && s.LastAck.After(back) && s.Batches > during.Batches {
-			fmt.Printf("blackout: 90 s, %d of %d batches acked before it; acks resumed %s after the path was back (aim: 30 s)\n",
+			fmt.Printf("blackout (blackhole both ways): 90 s, %d of %d batches acked before it; acks resumed %s after the path was back (aim: 30 s)\n",
 				before.Batches, s.Batches, time.Since(back).Round(100*time.Millisecond))
 			break
 		}
@@ -125,7 +131,6 @@ func TestKernelNetworkFaults(t *testing.T) {
 			t.Fatalf("no ack in 3 minutes after a 90 s blackout ended: %+v\n%s", s, a.cli("status"))
 		}
 	}
-	g.Run("tc", "qdisc", "del", "dev", veth, "root")
 	a.cli("wait", name, "--timeout", "10m")
 
 	// A lossy path: 60% of packets dropped both ways for 45 s while 8 MiB
