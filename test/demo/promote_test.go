@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,9 +19,8 @@ import (
 // TestKernelPromote is issue 12's promotion by hand on a real kernel: ext4
 // on dm-crypt on a userspace-log mirror on A, a writer creating files and
 // fsyncing each, replication to B with consistency points. Mid-pass, A is
-// gone at once: B's link is cut, A's replicator (the process that reads,
-// sends and commits points) is killed with -9, and B's daemon too, as a
-// power cut would. Then, by hand on B: cryptsetup open of its image, fsck
+// gone at once: B's link is cut, A's dmsyncd (log server and replicator)
+// is killed with -9, and B's daemon too, as a power cut would. Then, by hand on B: cryptsetup open of its image, fsck
 // with journal replay, mount. It must be clean, and every file whose fsync
 // returned before B's last consistency point (as A last heard of it) must
 // be there with its bytes.
@@ -120,15 +118,12 @@ func TestKernelPromote(t *testing.T) {
 	}
 	time.Sleep(time.Duration(500+mrand.IntN(3000)) * time.Millisecond) // mid-pass
 	point := recoveryPoint(t, a)
-	// A is gone: no packet leaves it, its replicator dies mid-pass, and B
-	// crashes too.
+	// A is gone: no packet leaves it, its dmsyncd (log server and
+	// replicator) dies mid-pass, and B crashes too. A's writer blocks
+	// (nothing answers A's kernel now) until A is started again below.
 	g.Run("ip", "link", "set", "veth-nodeprb", "down")
-	if err := syscall.Kill(replicatorPID(t, a.dir), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	a.d.Kill9()
 	b.d.Kill9()
-	close(stop)
-	wg.Wait()
 	mu.Lock()
 	before := 0 // files whose fsync returned before the point was taken
 	for before < len(done) && done[before].Before(point.time) {
@@ -187,8 +182,18 @@ func TestKernelPromote(t *testing.T) {
 	fmt.Printf("promote: point #%d; %d files written on A, %d fsynced before the point, all %d intact on B (B holds %d); e2fsck (journal replayed: %v): %s\n",
 		point.seq, written, before, intact, present, strings.Contains(out, "ecovering journal"), lastLine(out))
 
-	// Clean up A: the network back, replication stopped, the volume
-	// removed.
+	// A again: its daemon restarted, the writer must get going and stop;
+	// then the network back, replication stopped, the volume removed.
+	a.start(t)
+	close(stop)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("A's writer is still blocked 2 minutes after A's dmsyncd was started again (a device left suspended?):\n%s\n%s",
+			g.Run("dmsetup", "info"), a.d.Log())
+	}
 	g.Run("ip", "link", "set", "veth-nodeprb", "up")
 	g.Run("umount", mnt)
 	mounted = false
