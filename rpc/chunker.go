@@ -1,8 +1,11 @@
 package rpc
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -55,7 +58,12 @@ func (f FixedChunker) Cut(r io.ReaderAt, size, start, end uint64) (Range, []byte
 // (cheap), and BLAKE3-hashes only those for which changed(offset, fp)
 // reports true. It returns the runs of consecutive changed chunks as
 // ranges, each with its bytes and its chunks' fingerprints, and the bytes
-// read.
+// read. changed may be called from several goroutines at once.
+//
+// A range of a MiB or more is read, fingerprinted and hashed in stripes on
+// every core. When little of it changed, the changed runs are copied out
+// and the read buffer is kept for the next call, so a pass over a mostly
+// unchanged volume allocates (and zeroes) next to nothing.
 func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed func(off, fp uint64) bool) (rgs []Range, data [][]byte, fps [][]uint64, read uint64, err error) {
 	if f.Size == 0 {
 		return nil, nil, nil, 0, fmt.Errorf("fixed chunker: size 0")
@@ -65,31 +73,102 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 	}
 	cs := uint64(f.Size)
 	lo, hi := start/cs*cs, min((end+cs-1)/cs*cs, size)
-	buf := make([]byte, hi-lo)
-	if _, err := r.ReadAt(buf, int64(lo)); err != nil && err != io.EOF {
-		return nil, nil, nil, 0, fmt.Errorf("read [%d,%d): %w", lo, hi, err)
+	bp := getReadBuf(int(hi - lo))
+	buf := *bp
+	n := int((hi - lo + cs - 1) / cs)
+	type block struct {
+		fp      uint64
+		id      ID
+		changed bool
+	}
+	blocks := make([]block, n)
+	workers := min(runtime.GOMAXPROCS(0), max(1, int((hi-lo)/stripeMin)))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		first, last := w*n/workers, (w+1)*n/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from, to := uint64(first)*cs, min(uint64(last)*cs, hi-lo)
+			got, err := r.ReadAt(buf[from:to], int64(lo+from))
+			if err != nil && err != io.EOF {
+				errs[w] = fmt.Errorf("read [%d,%d): %w", lo+from, lo+to, err)
+				return
+			}
+			clear(buf[from+uint64(got) : to]) // a reused buffer holds older bytes
+
+			for i := first; i < last; i++ {
+				off := uint64(i) * cs
+				b := buf[off:min(off+cs, hi-lo)]
+				bl := &blocks[i]
+				bl.fp = xxhash.Sum64(b)
+				if bl.changed = changed(lo+off, bl.fp); bl.changed {
+					bl.id = Sum(b)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		putReadBuf(bp)
+		return nil, nil, nil, 0, err
 	}
 	open := false
-	for off := lo; off < hi; off += cs {
-		b := buf[off-lo : min(off+cs, hi)-lo]
-		fp := xxhash.Sum64(b)
-		if !changed(off, fp) {
+	var changedBytes uint64
+	for i := range blocks {
+		bl := &blocks[i]
+		if !bl.changed {
 			open = false
 			continue
 		}
+		off := lo + uint64(i)*cs
+		length := min(off+cs, hi) - off
 		if !open {
 			rgs = append(rgs, Range{Start: off, End: off})
-			data = append(data, b[:0:0])
 			fps = append(fps, nil)
 			open = true
 		}
 		k := len(rgs) - 1
-		rgs[k].Chunks = append(rgs[k].Chunks, Chunk{Offset: off, Length: uint32(len(b)), ID: Sum(b)})
-		rgs[k].End = off + uint64(len(b))
-		fps[k] = append(fps[k], fp)
+		rgs[k].Chunks = append(rgs[k].Chunks, Chunk{Offset: off, Length: uint32(length), ID: bl.id})
+		rgs[k].End = off + length
+		fps[k] = append(fps[k], bl.fp)
+		changedBytes += length
 	}
-	for k := range rgs {
-		data[k] = buf[rgs[k].Start-lo : rgs[k].End-lo]
+	data = make([][]byte, len(rgs))
+	if changedBytes <= (hi-lo)/4 {
+		// Copy the few changed bytes out and keep the buffer.
+		out := make([]byte, changedBytes)
+		for k := range rgs {
+			data[k], out = out[:rgs[k].End-rgs[k].Start:rgs[k].End-rgs[k].Start], out[rgs[k].End-rgs[k].Start:]
+			copy(data[k], buf[rgs[k].Start-lo:rgs[k].End-lo])
+		}
+		putReadBuf(bp)
+	} else {
+		for k := range rgs {
+			data[k] = buf[rgs[k].Start-lo : rgs[k].End-lo]
+		}
 	}
 	return rgs, data, fps, hi - lo, nil
 }
+
+// stripeMin is the least a CutChanged stripe reads and hashes on its own
+// goroutine.
+const stripeMin = 1 << 20
+
+// readBufs holds read buffers CutChanged let go of.
+var readBufs sync.Pool
+
+// getReadBuf returns a buffer of n bytes, reused when one is free.
+func getReadBuf(n int) *[]byte {
+	if bp, ok := readBufs.Get().(*[]byte); ok {
+		if cap(*bp) >= n {
+			*bp = (*bp)[:n]
+			return bp
+		}
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func putReadBuf(bp *[]byte) { readBufs.Put(bp) }

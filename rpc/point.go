@@ -381,6 +381,7 @@ func (r *Receiver) applyStaged(v *recvVolume, st pebble.Staging) (RecoveryPoint,
 			return RecoveryPoint{}, err
 		}
 		v.tree.changed(sb.Ranges)
+		v.ids.add(sb.Chunks)
 	}
 	prev, _, err := r.cfg.Store.Point(v.Name)
 	if err != nil {

@@ -110,6 +110,9 @@ type recvVolume struct {
 	// tree is the Merkle tree over the index; every index change below
 	// is followed by tree.changed.
 	tree indexTree
+	// ids filters the by-id lookups of plan; every index write below is
+	// followed by ids.add.
+	ids idFilter
 }
 
 // NewReceiver validates cfg and recovers every volume: index entries of
@@ -460,11 +463,25 @@ func (b *Batch) plan() (Need, error) {
 			return Need{}, err
 		}
 	}
-	finder, err := st.NewChunkFinder(name)
-	if err != nil {
+	// The id filter says which chunks may have a copy elsewhere in the
+	// replica; only those are looked up in the by-id index.
+	mayHold := make([]bool, len(b.chunks))
+	f := &b.v.ids
+	f.mu.Lock()
+	if err := f.ensure(st, name, b.v.Size/uint64(max(b.offer.Params.Avg, 1))); err != nil {
+		f.mu.Unlock()
 		return Need{}, err
 	}
-	defer finder.Close()
+	for i, c := range b.chunks {
+		mayHold[i] = f.mayHold(c.ID)
+	}
+	f.mu.Unlock()
+	var finder *pebble.ChunkFinder
+	defer func() {
+		if finder != nil {
+			finder.Close()
+		}
+	}()
 	need := Need{Missing: b.missing}
 	// Chunks are duplicates only if id and length agree: an offer's
 	// lengths are not verified yet, and a chunk's bytes are written at
@@ -502,9 +519,19 @@ func (b *Batch) plan() (Need, error) {
 			b.dups[j] = append(b.dups[j], i)
 			continue
 		}
-		src, ok, err := finder.Find(c.ID, b.otherInFlight)
-		if err != nil {
-			return Need{}, err
+		var src pebble.ReplicaChunk
+		ok := false
+		if mayHold[i] {
+			if finder == nil {
+				var err error
+				if finder, err = st.NewChunkFinder(name); err != nil {
+					return Need{}, err
+				}
+			}
+			var err error
+			if src, ok, err = finder.Find(c.ID, b.otherInFlight); err != nil {
+				return Need{}, err
+			}
 		}
 		if ok && src.Length == c.Length {
 			data := make([]byte, c.Length)
@@ -716,6 +743,7 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 		return Ack{}, err
 	}
 	b.v.tree.changed(b.ranges)
+	b.v.ids.add(idx)
 	if err := b.r.storeMeta(b.v, b.offer.Params); err != nil {
 		return Ack{}, err
 	}

@@ -35,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"runtime"
 	"slices"
 	"strconv"
@@ -64,6 +65,7 @@ var (
 	inflight  = flag.Int("inflight", 0, "batches in flight (0: the sender's default)")
 	batchMiB  = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
 	pointMiB  = flag.Int("points", 256, "MiB written between two consistency points")
+	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 )
 
 const volume = "bench-volume"
@@ -120,7 +122,9 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		stopProf := profile(*cpuProf)
 		t, wire, _, err := d.sync()
+		stopProf()
 		if err != nil {
 			return fmt.Errorf("dmsync full sync: %w", err)
 		}
@@ -144,7 +148,9 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		stopProf = profile(deltaProfile(*cpuProf))
 		t, wire, read, err := d.sync()
+		stopProf()
 		if err != nil {
 			return fmt.Errorf("dmsync delta: %w", err)
 		}
@@ -201,6 +207,32 @@ func run() error {
 	tw.Flush()
 	fmt.Printf("load at the end: %s", load)
 	return nil
+}
+
+// profile starts a CPU profile into path (appending to nothing: each call
+// overwrites it, so the file holds the last round) and returns its stop.
+func profile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "replbench: cpu profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "replbench: cpu profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+func deltaProfile(path string) string {
+	if path == "" {
+		return ""
+	}
+	return path + ".delta"
 }
 
 func makeImage(path string, size uint64) error {

@@ -1,0 +1,111 @@
+package rpc
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// TestCutChanged: for any range and any set of changed blocks, CutChanged
+// returns exactly the runs of changed blocks, with the ids and bytes Cut
+// gives them and their XXH64 fingerprints, whether the range is read in
+// one stripe or several, and whether its buffer is kept or handed back.
+func TestCutChanged(t *testing.T) {
+	const size = 8<<20 + 1000 // the last block is short
+	vol := make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{3}).Read(vol)
+	f := FixedChunker{Size: 4096}
+	r := rand.New(rand.NewPCG(4, 5))
+	cases := []struct {
+		name       string
+		start, end uint64
+		frac       float64 // share of blocks changed
+	}{
+		{"one block, unchanged", 4096, 8192, 0},
+		{"one block, changed", 4096, 8192, 1},
+		{"unaligned, all changed", 100, 3<<20 + 7, 1},
+		{"several stripes, 1% changed", 0, 8 << 20, 0.01},
+		{"several stripes, half changed", 0, 8 << 20, 0.5},
+		{"to the short end, all changed", 6 << 20, size, 1},
+		{"to the short end, 10% changed", 2 << 20, size, 0.1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want, _, err := f.Cut(bytes.NewReader(vol), size, tc.start, tc.end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chg := map[uint64]bool{}
+			for _, c := range want.Chunks {
+				chg[c.Offset] = r.Float64() < tc.frac
+			}
+			rgs, data, fps, read, err := f.CutChanged(bytes.NewReader(vol), size, tc.start, tc.end, func(off, fp uint64) bool { return chg[off] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if read != want.End-want.Start {
+				t.Errorf("read %d bytes, want %d", read, want.End-want.Start)
+			}
+			var got []Chunk
+			for k, rg := range rgs {
+				if len(rg.Chunks) == 0 || rg.Start != rg.Chunks[0].Offset || rg.End != rg.Chunks[len(rg.Chunks)-1].End() {
+					t.Fatalf("range %d [%d,%d) does not tile its chunks", k, rg.Start, rg.End)
+				}
+				if !bytes.Equal(data[k], vol[rg.Start:rg.End]) {
+					t.Fatalf("range %d [%d,%d): bytes differ from the volume's", k, rg.Start, rg.End)
+				}
+				for i, c := range rg.Chunks {
+					if fps[k][i] != xxhash.Sum64(vol[c.Offset:c.End()]) {
+						t.Fatalf("chunk at %d: wrong fingerprint", c.Offset)
+					}
+				}
+				if k > 0 && rgs[k-1].End >= rg.Start {
+					t.Fatalf("ranges %d and %d touch: one run was split", k-1, k)
+				}
+				got = append(got, rg.Chunks...)
+			}
+			var wantChunks []Chunk
+			for _, c := range want.Chunks {
+				if chg[c.Offset] {
+					wantChunks = append(wantChunks, c)
+				}
+			}
+			if len(got) != len(wantChunks) {
+				t.Fatalf("%d chunks, want %d", len(got), len(wantChunks))
+			}
+			for i := range got {
+				if got[i].Offset != wantChunks[i].Offset || got[i].Length != wantChunks[i].Length || got[i].ID != wantChunks[i].ID {
+					t.Fatalf("chunk %d: %+v, want %+v", i, got[i], wantChunks[i])
+				}
+			}
+
+		})
+	}
+}
+
+// TestCutChangedShortSource: a source shorter than the volume reads as
+// zeros past its end, also into a buffer that held other bytes before.
+func TestCutChangedShortSource(t *testing.T) {
+	f := FixedChunker{Size: 4096}
+	full := bytes.Repeat([]byte{0xee}, 2<<20)
+	all := func(uint64, uint64) bool { return true }
+	for range 3 { // leave filled buffers behind for reuse
+		if _, _, _, _, err := f.CutChanged(bytes.NewReader(full), 2<<20, 0, 2<<20, func(off, _ uint64) bool { return off == 0 }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short := bytes.Repeat([]byte{1}, 1<<20+5)
+	rgs, data, _, _, err := f.CutChanged(bytes.NewReader(short), 2<<20, 0, 2<<20, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rgs) != 1 || len(data[0]) != 2<<20 {
+		t.Fatalf("got %d ranges", len(rgs))
+	}
+	want := append(bytes.Clone(short), make([]byte, 2<<20-len(short))...)
+	if !bytes.Equal(data[0], want) {
+		t.Fatal("bytes past the source's end are not zeros")
+	}
+}
