@@ -38,6 +38,7 @@ package pebble
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -267,28 +268,63 @@ func (s *ReplicaStore) FindChunk(vol string, id [32]byte, skip func(ReplicaChunk
 	return f.Find(id, skip)
 }
 
-// ChunksIn calls fn for every indexed chunk of vol starting in [start, end),
-// in ascending offset order.
+// ChunksIn calls fn for every indexed chunk of vol that starts in [start,
+// end), in ascending offset order.
 func (s *ReplicaStore) ChunksIn(vol string, start, end uint64, fn func(ReplicaChunk) error) error {
+	return s.ChunksInRanges(vol, []ByteRange{{Start: start, End: end}}, fn)
+}
+
+// ChunksInRanges calls fn for every indexed chunk of vol that starts in one
+// of ranges, in ascending offset order; one iterator serves them all. The
+// ranges are taken in ascending order of their starts.
+func (s *ReplicaStore) ChunksInRanges(vol string, ranges []ByteRange, fn func(ReplicaChunk) error) error {
+	if len(ranges) == 0 {
+		return nil
+	}
 	vp, err := volPrefix(prefixReplicaChunk, vol)
 	if err != nil {
 		return err
 	}
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: replicaChunkKey(vp, start), UpperBound: replicaChunkKey(vp, end)})
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
 	if err != nil {
 		return fmt.Errorf("replica index %s: %w", vol, err)
 	}
 	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		c, err := decodeReplicaChunk(it.Key(), it.Value())
-		if err != nil {
+	next := uint64(0) // chunks starting below next were passed to fn
+	for _, r := range sortedRanges(ranges) {
+		from := max(r.Start, next)
+		if from >= r.End {
+			continue
+		}
+		for ok := it.SeekGE(replicaChunkKey(vp, from)); ok; ok = it.Next() {
+			c, err := decodeReplicaChunk(it.Key(), it.Value())
+			if err != nil {
+				return err
+			}
+			if c.Offset >= r.End {
+				break
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		if err := it.Error(); err != nil {
 			return err
 		}
-		if err := fn(c); err != nil {
-			return err
-		}
+		next = r.End
 	}
-	return it.Error()
+	return nil
+}
+
+// sortedRanges returns rs in ascending order of their starts (rs itself
+// when it already is).
+func sortedRanges(rs []ByteRange) []ByteRange {
+	if slices.IsSortedFunc(rs, func(a, b ByteRange) int { return cmp.Compare(a.Start, b.Start) }) {
+		return rs
+	}
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b ByteRange) int { return cmp.Compare(a.Start, b.Start) })
+	return rs
 }
 
 // Chunks calls fn for every indexed chunk of vol in ascending offset order.
@@ -349,12 +385,20 @@ func (s *ReplicaStore) MarkApplying(vol string, batch uint64, ranges []ByteRange
 }
 
 // Applying lists the volume's applying markers in batch order.
-func (s *ReplicaStore) Applying(vol string) ([]Marker, error) {
+func (s *ReplicaStore) Applying(vol string) ([]Marker, error) { return applying(s.db, vol) }
+
+// indexReader reads the index: the database, or an indexed batch over it
+// (which sees its own writes).
+type indexReader interface {
+	NewIter(*pebbledb.IterOptions) (*pebbledb.Iterator, error)
+}
+
+func applying(r indexReader, vol string) ([]Marker, error) {
 	vp, err := volPrefix(prefixReplicaApplying, vol)
 	if err != nil {
 		return nil, err
 	}
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
 	if err != nil {
 		return nil, fmt.Errorf("applying markers %s: %w", vol, err)
 	}
@@ -465,24 +509,66 @@ func covered(m []ByteRange, rs []ByteRange) bool { return len(subtractRanges(m, 
 // writes for what changed, not for its ranges. With nothing to change it
 // writes nothing.
 func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRange, chunks []ReplicaChunk) error {
+	return s.CommitAppliedAll(vol, []AppliedBatch{{Batch: batch, Ranges: ranges, Chunks: chunks}})
+}
+
+// AppliedBatch is one batch's index change: the entries overlapping Ranges
+// become Chunks, and the batch's marker goes.
+type AppliedBatch struct {
+	Batch  uint64
+	Ranges []ByteRange
+	Chunks []ReplicaChunk
+}
+
+// CommitAppliedAll is CommitApplied for several batches, applied in order
+// (a later one wins where their ranges overlap), in one synced write: a
+// consistency point's batches cost one sync, not one each.
+func (s *ReplicaStore) CommitAppliedAll(vol string, batches []AppliedBatch) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	var b *pebbledb.Batch
+	var r indexReader = s.db
+	if len(batches) > 1 {
+		// Later batches must see what earlier ones changed.
+		b = s.db.NewIndexedBatch()
+		r = b
+	} else {
+		b = s.db.NewBatch()
+	}
+	defer b.Close()
+	for _, ab := range batches {
+		if err := s.applyInto(b, r, vol, ab); err != nil {
+			return fmt.Errorf("commit %s batch %d: %w", vol, ab.Batch, err)
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return fmt.Errorf("commit %s batch %d: %w", vol, batches[0].Batch, err)
+	}
+	return nil
+}
+
+// applyInto adds to b the index change of one batch, reading the index as
+// it is through r.
+func (s *ReplicaStore) applyInto(b *pebbledb.Batch, r indexReader, vol string, ab AppliedBatch) error {
+	batch, ranges, chunks := ab.Batch, ab.Ranges, ab.Chunks
 	vp, err := volPrefix(prefixReplicaChunk, vol)
 	if err != nil {
 		return err
 	}
 	ip, _ := volPrefix(prefixReplicaByID, vol)
 	ap, _ := volPrefix(prefixReplicaApplying, vol)
-	markers, err := s.Applying(vol)
+	markers, err := applying(r, vol)
 	if err != nil {
 		return err
 	}
 	old := map[uint64]ReplicaChunk{}
-	for _, r := range ranges {
-		if err := s.overlapping(vol, r, func(c ReplicaChunk) { old[c.Offset] = c }); err != nil {
-			return fmt.Errorf("commit %s batch %d: %w", vol, batch, err)
-		}
+	if err := overlapping(r, vol, sortedRanges(ranges), func(c ReplicaChunk) { old[c.Offset] = c }); err != nil {
+		return err
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
 	for _, c := range chunks {
 		o, had := old[c.Offset]
 		if had && o == c {
@@ -527,44 +613,51 @@ func (s *ReplicaStore) CommitApplied(vol string, batch uint64, ranges []ByteRang
 			}
 		}
 	}
-	if b.Empty() {
-		return nil
-	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
-		return fmt.Errorf("commit %s batch %d: %w", vol, batch, err)
-	}
 	return nil
 }
 
-// overlapping calls fn for every index entry overlapping r, in offset order.
-func (s *ReplicaStore) overlapping(vol string, r ByteRange, fn func(ReplicaChunk)) error {
+// overlapping calls fn for every index entry r holds overlapping one of ranges
+// (ascending, non-overlapping), in offset order, each entry once; one
+// iterator serves them all.
+func overlapping(r indexReader, vol string, ranges []ByteRange, fn func(ReplicaChunk)) error {
+	if len(ranges) == 0 {
+		return nil
+	}
 	vp, _ := volPrefix(prefixReplicaChunk, vol)
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: vp, UpperBound: upperBound(vp)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	// The chunk starting before r may reach into it.
-	if it.SeekLT(replicaChunkKey(vp, r.Start)) {
-		c, err := decodeReplicaChunk(it.Key(), it.Value())
-		if err != nil {
-			return err
+	next := uint64(0) // entries below next were passed to fn
+	for _, x := range ranges {
+		// The chunk starting before x may reach into it.
+		if x.Start > next && it.SeekLT(replicaChunkKey(vp, x.Start)) {
+			c, err := decodeReplicaChunk(it.Key(), it.Value())
+			if err != nil {
+				return err
+			}
+			if c.Offset >= next && c.End() > x.Start {
+				fn(c)
+				next = c.Offset + 1
+			}
 		}
-		if c.End() > r.Start {
+		for ok := it.SeekGE(replicaChunkKey(vp, max(x.Start, next))); ok; ok = it.Next() {
+			c, err := decodeReplicaChunk(it.Key(), it.Value())
+			if err != nil {
+				return err
+			}
+			if c.Offset >= x.End {
+				break
+			}
 			fn(c)
+			next = c.Offset + 1
 		}
-	}
-	for ok := it.SeekGE(replicaChunkKey(vp, r.Start)); ok; ok = it.Next() {
-		c, err := decodeReplicaChunk(it.Key(), it.Value())
-		if err != nil {
+		if err := it.Error(); err != nil {
 			return err
 		}
-		if c.Offset >= r.End {
-			break
-		}
-		fn(c)
 	}
-	return it.Error()
+	return nil
 }
 
 func progressKey(vol, peer string) ([]byte, error) {

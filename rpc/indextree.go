@@ -137,27 +137,43 @@ func (x *indexTree) splice(st *pebble.ReplicaStore, vol string, size uint64) err
 	}
 	var fresh []blockhash.Chunk
 	var chunks, covered uint64
-	for _, w := range windows {
-		at := w.Off
-		err := st.ChunksIn(vol, w.Off, w.End(), func(c pebble.ReplicaChunk) error {
-			if c.Offset < at || c.Length == 0 || c.End() > w.End() {
-				return fmt.Errorf("chunk [%d, %d) crosses the changed window [%d, %d)", c.Offset, c.End(), w.Off, w.End())
-			}
-			if c.Offset > at {
-				fresh = append(fresh, blockhash.Chunk{Offset: at, Length: c.Offset - at})
-			}
-			fresh = append(fresh, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
-			chunks++
-			covered += uint64(c.Length)
-			at = c.End()
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if at < w.End() {
+	// One read of the index for all windows (ascending, disjoint): wi is
+	// the window being filled, at how far it is tiled.
+	wi, at := 0, windows[0].Off
+	closeWindow := func() {
+		if w := windows[wi]; at < w.End() {
 			fresh = append(fresh, blockhash.Chunk{Offset: at, Length: w.End() - at})
 		}
+		if wi++; wi < len(windows) {
+			at = windows[wi].Off
+		}
+	}
+	br := make([]pebble.ByteRange, len(windows))
+	for i, w := range windows {
+		br[i] = pebble.ByteRange{Start: w.Off, End: w.End()}
+	}
+	err := st.ChunksInRanges(vol, br, func(c pebble.ReplicaChunk) error {
+		for c.Offset >= windows[wi].End() {
+			closeWindow()
+		}
+		w := windows[wi]
+		if c.Offset < at || c.Length == 0 || c.End() > w.End() {
+			return fmt.Errorf("chunk [%d, %d) crosses the changed window [%d, %d)", c.Offset, c.End(), w.Off, w.End())
+		}
+		if c.Offset > at {
+			fresh = append(fresh, blockhash.Chunk{Offset: at, Length: c.Offset - at})
+		}
+		fresh = append(fresh, blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length), ID: c.ID})
+		chunks++
+		covered += uint64(c.Length)
+		at = c.End()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for wi < len(windows) {
+		closeWindow()
 	}
 	// What the windows held before.
 	var oldChunks, oldCovered uint64

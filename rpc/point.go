@@ -376,10 +376,15 @@ func (r *Receiver) applyStaged(v *recvVolume, st pebble.Staging) (RecoveryPoint,
 			return RecoveryPoint{}, err
 		}
 	}
+	// The point's batches change the index in one synced write.
+	all := make([]pebble.AppliedBatch, len(sbs))
+	for i, sb := range sbs {
+		all[i] = pebble.AppliedBatch{Batch: sb.Batch, Ranges: sb.Ranges, Chunks: sb.Chunks}
+	}
+	if err := r.cfg.Store.CommitAppliedAll(v.Name, all); err != nil {
+		return RecoveryPoint{}, err
+	}
 	for _, sb := range sbs {
-		if err := r.cfg.Store.CommitApplied(v.Name, sb.Batch, sb.Ranges, sb.Chunks); err != nil {
-			return RecoveryPoint{}, err
-		}
 		v.tree.changed(sb.Ranges)
 		v.ids.add(sb.Chunks)
 	}

@@ -453,15 +453,13 @@ func (b *Batch) plan() (Need, error) {
 	st, name := b.r.cfg.Store, b.v.Name
 	have := map[uint64]pebble.ReplicaChunk{}
 	var haveList []pebble.ReplicaChunk // ascending offsets (ranges are sorted)
-	for _, rg := range b.ranges {
-		err := st.ChunksIn(name, rg.Start, rg.End, func(c pebble.ReplicaChunk) error {
-			have[c.Offset] = c
-			haveList = append(haveList, c)
-			return nil
-		})
-		if err != nil {
-			return Need{}, err
-		}
+	err := st.ChunksInRanges(name, b.ranges, func(c pebble.ReplicaChunk) error {
+		have[c.Offset] = c
+		haveList = append(haveList, c)
+		return nil
+	})
+	if err != nil {
+		return Need{}, err
 	}
 	// The id filter says which chunks may have a copy elsewhere in the
 	// replica; only those are looked up in the by-id index.
