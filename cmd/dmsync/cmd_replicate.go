@@ -19,6 +19,7 @@ type replicateOptions struct {
 	As            string
 	Wait          bool
 	PointInterval time.Duration
+	Chunking      string
 	waitOptions
 }
 
@@ -28,6 +29,7 @@ func (o *replicateOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.As, "as", "", "the name the peer receives it under (default: its log uuid or VOLUME, whichever the peer knows)")
 	fs.BoolVar(&o.Wait, "wait", false, "wait until every pending region is acknowledged by the peer")
 	fs.DurationVar(&o.PointInterval, "point-interval", 0, "least time between two consistency points, e.g. 5m (0: a point as soon as everything written was sent; each point pauses writes briefly)")
+	fs.StringVar(&o.Chunking, "chunking", "", "how changes are cut into chunks: fixed (4 KiB blocks; consistency points; fits dm-crypt), cdc (content-defined; fits plaintext with insertions; no consistency points) or auto (fixed under dm-crypt, else cdc); default: dmsyncd's --chunking. The replica keeps the chunking of its first send")
 	o.waitOptions.AddFlags(fs)
 }
 
@@ -63,12 +65,17 @@ func runReplicate(ctx context.Context, o replicateOptions, g *globalOptions, vol
 	if o.Timeout != 0 && !o.Wait {
 		return usageErr("replicate %s: --timeout only applies with --wait", volume)
 	}
+	switch o.Chunking {
+	case "", "fixed", "cdc", "auto":
+	default:
+		return usageErr("replicate %s: --chunking %q: want fixed, cdc or auto", volume, o.Chunking)
+	}
 	c, err := g.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r, err := c.Replication().Replicate(ctx, &adminpb.ReplicateRequest{Volume: volume, Peer: o.To, As: o.As, PointIntervalNano: int64(o.PointInterval)})
+	r, err := c.Replication().Replicate(ctx, &adminpb.ReplicateRequest{Volume: volume, Peer: o.To, As: o.As, PointIntervalNano: int64(o.PointInterval), Chunking: o.Chunking})
 	if err != nil {
 		return err
 	}

@@ -405,8 +405,12 @@ type ReplicateRequest struct {
 	// point_interval_nano is the least time between two consistency points
 	// (0: a point as soon as everything written was sent).
 	PointIntervalNano int64 `protobuf:"varint,4,opt,name=point_interval_nano,json=pointIntervalNano,proto3" json:"point_interval_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// chunking is how the volume's changes are cut into chunks: "fixed",
+	// "cdc" or "auto"; "" = the node's --chunking. It is recorded with the
+	// replica at the first send and never changes under it.
+	Chunking      string `protobuf:"bytes,5,opt,name=chunking,proto3" json:"chunking,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicateRequest) Reset() {
@@ -465,6 +469,13 @@ func (x *ReplicateRequest) GetPointIntervalNano() int64 {
 		return x.PointIntervalNano
 	}
 	return 0
+}
+
+func (x *ReplicateRequest) GetChunking() string {
+	if x != nil {
+		return x.Chunking
+	}
+	return ""
 }
 
 type ReplicateResponse struct {
@@ -2081,12 +2092,13 @@ const file_replication_proto_rawDesc = "" +
 	"\x0fPeerAddResponse\"\x11\n" +
 	"\x0fPeerListRequest\"?\n" +
 	"\x10PeerListResponse\x12+\n" +
-	"\x05peers\x18\x01 \x03(\v2\x15.dmsync.admin.v1.PeerR\x05peers\"~\n" +
+	"\x05peers\x18\x01 \x03(\v2\x15.dmsync.admin.v1.PeerR\x05peers\"\x9a\x01\n" +
 	"\x10ReplicateRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x0e\n" +
 	"\x02as\x18\x03 \x01(\tR\x02as\x12.\n" +
-	"\x13point_interval_nano\x18\x04 \x01(\x03R\x11pointIntervalNano\"n\n" +
+	"\x13point_interval_nano\x18\x04 \x01(\x03R\x11pointIntervalNano\x12\x1a\n" +
+	"\bchunking\x18\x05 \x01(\tR\bchunking\"n\n" +
 	"\x11ReplicateResponse\x12\x19\n" +
 	"\blog_uuid\x18\x01 \x01(\tR\alogUuid\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +

@@ -34,13 +34,17 @@ const (
 var ErrChunkingChanged = errors.New("chunking differs from the one the replica was made with")
 
 // chunkerFor returns the chunker src is sent to peer with: the chunking
-// recorded for them, or on first use the node's (Options.Chunking,
-// resolved for auto), recorded durably before any batch.
-func (m *Manager) chunkerFor(src Source, peer string) (rpc.Chunker, error) {
+// recorded for them, or on first use the send's (replicate --chunking) or
+// else the node's (Options.Chunking), resolved for auto and recorded
+// durably before any batch.
+func (m *Manager) chunkerFor(src Source, peer, sendChunking string) (rpc.Chunker, error) {
 	if m.opts.Chunker != nil {
 		return m.opts.Chunker, nil
 	}
-	want := m.opts.Chunking
+	want := sendChunking
+	if want == "" {
+		want = m.opts.Chunking
+	}
 	if want == "" {
 		want = ChunkingFixed
 	}

@@ -40,6 +40,10 @@ type Send struct {
 	// the volume (replicate --point-interval); zero: a point as soon as
 	// everything written was sent.
 	PointInterval Duration `json:"point_interval,omitempty"`
+	// Chunking is how changes are cut into chunks (replicate --chunking:
+	// ChunkingFixed, ChunkingCDC or ChunkingAuto); empty: the node's
+	// --chunking. The replica records the chunking of its first send.
+	Chunking string `json:"chunking,omitempty"`
 }
 
 // Duration is a time.Duration written in config.json as "30s", "5m".

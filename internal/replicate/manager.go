@@ -216,6 +216,11 @@ func (m *Manager) ReplicateSend(ctx context.Context, s Send) (Source, error) {
 	if err != nil {
 		return Source{}, fmt.Errorf("%w: peer %q: %w", ErrInvalid, peer, err)
 	}
+	if s.Chunking != "" {
+		if _, err := newChunker(s.Chunking); err != nil {
+			return Source{}, fmt.Errorf("replicate %s: --chunking: %w", volume, err)
+		}
+	}
 	src, err := m.opts.Resolve(ctx, volume)
 	if err != nil {
 		return Source{}, err
@@ -226,6 +231,16 @@ func (m *Manager) ReplicateSend(ctx context.Context, s Send) (Source, error) {
 		return Source{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	s.Peer = id
+	if s.Chunking != "" && s.Chunking != ChunkingAuto && m.opts.Chunker == nil {
+		// A replica keeps the chunking it was made with: refuse another
+		// now, not at the first batch.
+		if p, _, err := m.opts.Store.Progress(src.LogUUID, id); err != nil {
+			return Source{}, err
+		} else if p.Chunking != "" && p.Chunking != s.Chunking {
+			return Source{}, fmt.Errorf("%w: %w: %s is replicated to %s with %s chunking: replicate it with --chunking %s (or auto), or to a new replica",
+				ErrInvalid, ErrChunkingChanged, volume, id, p.Chunking, p.Chunking)
+		}
+	}
 	if old, ok := m.sends[volume]; ok {
 		if old.send == s {
 			return src, nil

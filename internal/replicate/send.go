@@ -129,7 +129,7 @@ func (m *Manager) sendOnce(ctx context.Context, st *sendState) (acked bool, err 
 		return false, err
 	}
 	defer client.Close()
-	chunker, err := m.chunkerFor(src, peer.ID)
+	chunker, err := m.chunkerFor(src, peer.ID, st.send.Chunking)
 	if err != nil {
 		return false, err
 	}
@@ -330,7 +330,7 @@ func (m *Manager) Verify(ctx context.Context, volume string, o VerifyOptions) (V
 		return VerifyResult{}, err
 	}
 	defer client.Close()
-	chunker, err := m.chunkerFor(src, peer.ID)
+	chunker, err := m.chunkerFor(src, peer.ID, st.send.Chunking)
 	if err != nil {
 		return VerifyResult{}, err
 	}

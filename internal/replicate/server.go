@@ -60,7 +60,7 @@ func (s *Server) Replicate(ctx context.Context, req *adminpb.ReplicateRequest) (
 	if req.GetPointIntervalNano() < 0 {
 		return nil, admin.ToStatus(fmt.Errorf("%w: point interval %s is negative", ErrInvalid, time.Duration(req.GetPointIntervalNano())))
 	}
-	src, err := s.m.ReplicateSend(ctx, Send{Volume: req.GetVolume(), Peer: req.GetPeer(), As: req.GetAs(), PointInterval: Duration(req.GetPointIntervalNano())})
+	src, err := s.m.ReplicateSend(ctx, Send{Volume: req.GetVolume(), Peer: req.GetPeer(), As: req.GetAs(), PointInterval: Duration(req.GetPointIntervalNano()), Chunking: req.GetChunking()})
 	if err != nil {
 		return nil, admin.ToStatus(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
@@ -52,6 +53,7 @@ func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
 		grpc.WithInitialWindowSize(4 << 20),
 		grpc.WithInitialConnWindowSize(8 << 20),
+		experimental.WithBufferPool(sharedPool),
 	}
 	live := opts.Liveness.withDefaults()
 	dopts = append(dopts, live.dialOptions()...)

@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/peer"
 
 	"github.com/dmsync/dmsync/blockhash"
@@ -44,7 +45,7 @@ func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger, li
 	creds := lim.creds(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log)))
 	// WaitForHandlers: Stop returns only once no handler touches the
 	// receiver's store or images any more.
-	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true)},
+	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), experimental.BufferPool(sharedPool)},
 		append(l.serverOptions(), lim.options()...)...)
 	s := grpc.NewServer(opts...)
 	pb.RegisterReplicaServer(s, &server{recv: recv, log: log, stall: l.Stall})
