@@ -35,8 +35,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/pprof"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,7 +45,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/jotfs/fastcdc-go"
 
 	"github.com/dmsync/dmsync/blockhash"
@@ -57,15 +56,16 @@ import (
 )
 
 var (
-	sizeMiB   = flag.Int("size", 1024, "image size in MiB")
-	rounds    = flag.Int("rounds", 3, "interleaved rounds (the median is shown)")
-	regionKiB = flag.Int("region", 4096, "dirty-log region size in KiB (the shipped default is 4 MiB)")
-	dir       = flag.String("dir", "", "work directory (default: a new one under /var/tmp)")
-	cdcMiB    = flag.Int("cdc", 256, "MiB chunked per CDC measurement")
-	inflight  = flag.Int("inflight", 0, "batches in flight (0: the sender's default)")
-	batchMiB  = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
-	pointMiB  = flag.Int("points", 256, "MiB written between two consistency points")
-	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
+	sizeMiB     = flag.Int("size", 1024, "image size in MiB")
+	rounds      = flag.Int("rounds", 3, "interleaved rounds (the median is shown)")
+	regionKiB   = flag.Int("region", 4096, "dirty-log region size in KiB (the shipped default is 4 MiB)")
+	dir         = flag.String("dir", "", "work directory (default: a new one under /var/tmp)")
+	cdcMiB      = flag.Int("cdc", 256, "MiB chunked per CDC measurement")
+	inflight    = flag.Int("inflight", 0, "batches in flight (0: the sender's default)")
+	batchMiB    = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
+	pointMiB    = flag.Int("points", 256, "MiB written between two consistency points")
+	memtableMiB = flag.Int("memtable", pebble.ReplicaMemTableSize>>20, "B's Pebble memtable size in MiB (default: dmsyncd's)")
+	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 )
 
 const volume = "bench-volume"
@@ -305,7 +305,7 @@ type dmsync struct {
 	recv   *rpc.Receiver
 	log    *rpctest.FakeLog
 	image  string
-	db     *pebbledb.DB
+	db     *pebble.DB
 	srv    interface{ Stop() }
 	client *grpctransport.Client
 	snd    *rpc.Sender
@@ -335,14 +335,15 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 	if err := img.Truncate(int64(size)); err != nil {
 		return nil, err
 	}
-	if d.db, err = pebbledb.Open(filepath.Join(base, "b.pebble"), &pebbledb.Options{Logger: quiet{}}); err != nil {
+	// B's store opened as dmsyncd's replicator opens it.
+	if d.db, err = pebble.Open(filepath.Join(base, "b.pebble"), &pebble.Options{MemTableSize: uint64(*memtableMiB) << 20}); err != nil {
 		return nil, err
 	}
 	staging := filepath.Join(base, "staging")
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, err
 	}
-	recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: pebble.NewReplicaStore(d.db), StagingDir: staging, Volumes: []rpc.ReceiveVolume{{Name: volume, Image: img, Size: size, Senders: []string{a.ID}}}})
+	recv, err := rpc.NewReceiver(rpc.ReceiverConfig{Store: pebble.NewReplicaStore(d.db.Raw()), StagingDir: staging, Volumes: []rpc.ReceiveVolume{{Name: volume, Image: img, Size: size, Senders: []string{a.ID}}}})
 	if err != nil {
 		return nil, err
 	}
@@ -481,12 +482,6 @@ func (c countConn) Write(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
-
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)      {}
-func (quiet) Errorf(string, ...any)     {}
-func (quiet) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 
 // rsyncd is an rsync daemon on 127.0.0.1 serving one module.
 type rsyncd struct {
