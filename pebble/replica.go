@@ -518,6 +518,9 @@ type AppliedBatch struct {
 	Batch  uint64
 	Ranges []ByteRange
 	Chunks []ReplicaChunk
+	// Also are more batches whose markers go (batches merged into this
+	// one).
+	Also []uint64
 }
 
 // CommitAppliedAll is CommitApplied for several batches, applied in order
@@ -526,6 +529,11 @@ type AppliedBatch struct {
 func (s *ReplicaStore) CommitAppliedAll(vol string, batches []AppliedBatch) error {
 	if len(batches) == 0 {
 		return nil
+	}
+	if merged, ok := mergeDisjoint(batches); ok {
+		// Batches on disjoint ranges change the index as one batch does:
+		// no batch need read what another wrote.
+		batches = merged
 	}
 	var b *pebbledb.Batch
 	var r indexReader = s.db
@@ -549,6 +557,31 @@ func (s *ReplicaStore) CommitAppliedAll(vol string, batches []AppliedBatch) erro
 		return fmt.Errorf("commit %s batch %d: %w", vol, batches[0].Batch, err)
 	}
 	return nil
+}
+
+// mergeDisjoint returns batches as one, if no two of them have ranges that
+// overlap: its ranges and chunks are theirs in offset order, and it clears
+// every batch's marker.
+func mergeDisjoint(batches []AppliedBatch) ([]AppliedBatch, bool) {
+	if len(batches) < 2 {
+		return batches, false
+	}
+	var m AppliedBatch
+	for _, ab := range batches {
+		m.Ranges = append(m.Ranges, ab.Ranges...)
+		m.Chunks = append(m.Chunks, ab.Chunks...)
+		m.Also = append(m.Also, ab.Batch)
+		m.Also = append(m.Also, ab.Also...)
+	}
+	m.Ranges = sortedRanges(m.Ranges)
+	for i := 1; i < len(m.Ranges); i++ {
+		if m.Ranges[i].Start < m.Ranges[i-1].End {
+			return batches, false
+		}
+	}
+	slices.SortFunc(m.Chunks, func(a, b ReplicaChunk) int { return cmp.Compare(a.Offset, b.Offset) })
+	m.Batch, m.Also = m.Also[0], m.Also[1:]
+	return []AppliedBatch{m}, true
 }
 
 // applyInto adds to b the index change of one batch, reading the index as
@@ -603,7 +636,7 @@ func (s *ReplicaStore) applyInto(b *pebbledb.Batch, r indexReader, vol string, a
 		key := binary.BigEndian.AppendUint64(bytes.Clone(ap), m.Batch)
 		rest := subtractRanges(m.Ranges, ranges)
 		switch {
-		case m.Batch == batch || len(rest) == 0:
+		case m.Batch == batch || slices.Contains(ab.Also, m.Batch) || len(rest) == 0:
 			if err := b.Delete(key, nil); err != nil {
 				return err
 			}

@@ -84,8 +84,9 @@ func mergeForTest(rs []ByteRange) []ByteRange {
 }
 
 // TestCommitAppliedAll: several batches in one write leave the index (both
-// keys) and the markers as committing them one by one does, also where a
-// later batch rewrites an earlier one's range with other chunk bounds.
+// keys) and the markers as committing them one by one does: on disjoint
+// ranges (merged into one batch), and where a later batch rewrites an
+// earlier one's range with other chunk bounds.
 func TestCommitAppliedAll(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for round := range 30 {
@@ -93,6 +94,9 @@ func TestCommitAppliedAll(t *testing.T) {
 		var bs []AppliedBatch
 		for i := range 2 + r.IntN(5) {
 			a := uint64(r.IntN(50)) * 1000
+			if round%2 == 0 {
+				a = uint64(i) * 30000 // disjoint: committed as one batch
+			}
 			rg := ByteRange{a, a + uint64(1+r.IntN(20))*1000}
 			var cs []ReplicaChunk
 			for off := rg.Start; off < rg.End; {

@@ -63,13 +63,15 @@ func (f FixedChunker) Cut(r io.ReaderAt, size, start, end uint64) (Range, []byte
 // A range of a MiB or more is read, fingerprinted and hashed in stripes on
 // every core. When little of it changed, the changed runs are copied out
 // and the read buffer is kept for the next call, so a pass over a mostly
-// unchanged volume allocates (and zeroes) next to nothing.
-func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed func(off, fp uint64) bool) (rgs []Range, data [][]byte, fps [][]uint64, read uint64, err error) {
+// unchanged volume allocates (and zeroes) next to nothing. Otherwise data
+// points into the read buffer, and the caller calls release (if not nil)
+// once it no longer reads data, to hand the buffer on.
+func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed func(off, fp uint64) bool) (rgs []Range, data [][]byte, fps [][]uint64, read uint64, release func(), err error) {
 	if f.Size == 0 {
-		return nil, nil, nil, 0, fmt.Errorf("fixed chunker: size 0")
+		return nil, nil, nil, 0, nil, fmt.Errorf("fixed chunker: size 0")
 	}
 	if start >= end || end > size {
-		return nil, nil, nil, 0, fmt.Errorf("fixed chunker: range [%d,%d) outside volume of %d bytes", start, end, size)
+		return nil, nil, nil, 0, nil, fmt.Errorf("fixed chunker: range [%d,%d) outside volume of %d bytes", start, end, size)
 	}
 	cs := uint64(f.Size)
 	lo, hi := start/cs*cs, min((end+cs-1)/cs*cs, size)
@@ -112,7 +114,7 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		putReadBuf(bp)
-		return nil, nil, nil, 0, err
+		return nil, nil, nil, 0, nil, err
 	}
 	open := false
 	var changedBytes uint64
@@ -146,10 +148,13 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 		putReadBuf(bp)
 	} else {
 		for k := range rgs {
-			data[k] = buf[rgs[k].Start-lo : rgs[k].End-lo]
+			// Full slices: an append to one never writes into the buffer.
+			data[k] = buf[rgs[k].Start-lo : rgs[k].End-lo : rgs[k].End-lo]
 		}
+		var once sync.Once
+		release = func() { once.Do(func() { putReadBuf(bp) }) }
 	}
-	return rgs, data, fps, hi - lo, nil
+	return rgs, data, fps, hi - lo, release, nil
 }
 
 // stripeMin is the least a CutChanged stripe reads and hashes on its own

@@ -41,9 +41,12 @@ func TestCutChanged(t *testing.T) {
 			for _, c := range want.Chunks {
 				chg[c.Offset] = r.Float64() < tc.frac
 			}
-			rgs, data, fps, read, err := f.CutChanged(bytes.NewReader(vol), size, tc.start, tc.end, func(off, fp uint64) bool { return chg[off] })
+			rgs, data, fps, read, release, err := f.CutChanged(bytes.NewReader(vol), size, tc.start, tc.end, func(off, fp uint64) bool { return chg[off] })
 			if err != nil {
 				t.Fatal(err)
+			}
+			if release != nil {
+				defer release()
 			}
 			if read != want.End-want.Start {
 				t.Errorf("read %d bytes, want %d", read, want.End-want.Start)
@@ -92,12 +95,18 @@ func TestCutChangedShortSource(t *testing.T) {
 	full := bytes.Repeat([]byte{0xee}, 2<<20)
 	all := func(uint64, uint64) bool { return true }
 	for range 3 { // leave filled buffers behind for reuse
-		if _, _, _, _, err := f.CutChanged(bytes.NewReader(full), 2<<20, 0, 2<<20, func(off, _ uint64) bool { return off == 0 }); err != nil {
+		if _, _, _, _, _, err := f.CutChanged(bytes.NewReader(full), 2<<20, 0, 2<<20, func(off, _ uint64) bool { return off == 0 }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	short := bytes.Repeat([]byte{1}, 1<<20+5)
-	rgs, data, _, _, err := f.CutChanged(bytes.NewReader(short), 2<<20, 0, 2<<20, all)
+	// A buffer that was handed back after a whole read is reused too.
+	_, _, _, _, release, err := f.CutChanged(bytes.NewReader(full), 2<<20, 0, 2<<20, all)
+	if err != nil || release == nil {
+		t.Fatalf("a wholly changed range: release %v, err %v", release != nil, err)
+	}
+	release()
+	rgs, data, _, _, _, err := f.CutChanged(bytes.NewReader(short), 2<<20, 0, 2<<20, all)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,17 @@ type batch struct {
 	offer   Offer
 	data    [][]byte          // per range: the bytes that were hashed
 	fps     map[uint64]uint64 // offered chunk offset -> XXH64 (fixed chunker)
+	// releases hand the read buffers data points into back to the
+	// chunker, once the batch is acknowledged or given up.
+	releases []func()
+}
+
+// free hands the batch's read buffers back: data must not be read after.
+func (b *batch) free() {
+	for _, r := range b.releases {
+		r()
+	}
+	b.releases, b.data = nil, nil
 }
 
 // Run replicates until ctx is done: whenever the volume has pending regions
@@ -428,6 +439,7 @@ func (s *Sender) sendRegions(ctx context.Context, pending []logd.PendingRegion, 
 			defer wg.Done()
 			defer close(done)
 			defer func() { <-sem }()
+			defer bt.b.free() // acked or given up: its bytes are not read again
 			for _, w := range wait {
 				<-w
 			}
@@ -513,9 +525,12 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64, src io.Read
 		if byFingerprint {
 			// Only chunks whose fingerprint moved since the peer's last
 			// ack are hashed and offered.
-			rgs, data, fps, read, err := fixed.CutChanged(src, s.cfg.Size, ru.start, ru.end, s.changedSinceAck)
+			rgs, data, fps, read, release, err := fixed.CutChanged(src, s.cfg.Size, ru.start, ru.end, s.changedSinceAck)
 			if err != nil {
 				return nil, n, fmt.Errorf("%w: [%d,%d): %w", ErrSource, ru.start, ru.end, err)
+			}
+			if release != nil {
+				b.releases = append(b.releases, release)
 			}
 			offered := 0
 			for k, rg := range rgs {

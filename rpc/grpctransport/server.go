@@ -45,7 +45,7 @@ func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger, li
 	creds := lim.creds(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log)))
 	// WaitForHandlers: Stop returns only once no handler touches the
 	// receiver's store or images any more.
-	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), experimental.BufferPool(sharedPool)},
+	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), experimental.BufferPool(sharedPool), grpc.ForceServerCodecV2(codec{})},
 		append(l.serverOptions(), lim.options()...)...)
 	s := grpc.NewServer(opts...)
 	pb.RegisterReplicaServer(s, &server{recv: recv, log: log, stall: l.Stall})
