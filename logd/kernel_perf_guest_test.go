@@ -33,6 +33,24 @@ func fioWrite(t *testing.T, g *guesttest.G, dev, rw, bs string, depth int) float
 	return res.Jobs[0].Write.IOPS
 }
 
+// perfJobs are the fio write jobs the performance tests run.
+var perfJobs = []struct {
+	name, rw, bs string
+	depth        int
+}{{"4k-randwrite-qd16", "randwrite", "4k", 16}, {"1m-write-qd4", "write", "1m", 4}}
+
+// perfDisks returns two wiped legs and the mount point of an ext4 scratch
+// disk for dmsyncd's state (so its syncs cost), unmounted at the end.
+func perfDisks(t *testing.T, g *guesttest.G) (legA, legB, stateMnt string) {
+	t.Helper()
+	legA, legB, sd := g.WipeDisk(1), g.WipeDisk(2), g.Disk(3)
+	stateMnt = t.TempDir()
+	g.Run("mkfs.ext4", "-q", "-F", sd)
+	g.Run("mount", sd, stateMnt)
+	t.Cleanup(func() { g.Try("umount", stateMnt) })
+	return legA, legB, stateMnt
+}
+
 // TestKernelPerfLogs compares the same fio jobs on plain linear, on a
 // mirror with the kernel's core log and on a mirror with dmsyncd's
 // userspace log (state on a real ext4 scratch disk, so syncs cost), and
@@ -40,11 +58,7 @@ func fioWrite(t *testing.T, g *guesttest.G, dev, rw, bs string, depth int) float
 // takes about a minute of guest time.
 func TestKernelPerfLogs(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b, sd := g.WipeDisk(1), g.WipeDisk(2), g.Disk(3)
-	stateMnt := t.TempDir()
-	g.Run("mkfs.ext4", "-q", "-F", sd)
-	g.Run("mount", sd, stateMnt)
-	t.Cleanup(func() { g.Try("umount", stateMnt) })
+	a, b, stateMnt := perfDisks(t, g)
 	const rs = "8192" // 4 MiB regions
 	tables := []struct {
 		name, table string
@@ -55,10 +69,7 @@ func TestKernelPerfLogs(t *testing.T) {
 		{"mirror-userspace", mirrorTable("dmsync-perf", "core "+rs+" nosync", a, b), true},
 		{"mirror-userspace-if", mirrorTable("dmsync-perf-if", "integrated_flush core "+rs+" nosync", a, b), true},
 	}
-	jobs := []struct {
-		name, rw, bs string
-		depth        int
-	}{{"4k-randwrite-qd16", "randwrite", "4k", 16}, {"1m-write-qd4", "write", "1m", 4}}
+	jobs := perfJobs
 	iops := map[string]map[string]float64{}
 	for _, tb := range tables {
 		var d *guesttest.Daemon

@@ -31,17 +31,10 @@ var regionSizes = []int{64 << 10, 256 << 10, 1 << 20, 4 << 20}
 //     a region is read whole if any of its blocks changed.
 func TestKernelRegionSizes(t *testing.T) {
 	g := guesttest.Require(t)
-	a, b, sd := g.WipeDisk(1), g.WipeDisk(2), g.Disk(3)
-	stateMnt := t.TempDir()
-	g.Run("mkfs.ext4", "-q", "-F", sd)
-	g.Run("mount", sd, stateMnt)
-	t.Cleanup(func() { g.Try("umount", stateMnt) })
+	a, b, stateMnt := perfDisks(t, g)
 	d := startDmsyncd(t, g, stateMnt+"/state")
 	defer d.Stop()
-	jobs := []struct {
-		name, rw, bs string
-		depth        int
-	}{{"4k-randwrite-qd16", "randwrite", "4k", 16}, {"1m-write-qd4", "write", "1m", 4}}
+	jobs := perfJobs
 	type key struct {
 		log    string
 		region int
