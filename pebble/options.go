@@ -42,13 +42,6 @@ const (
 	DefaultMemTableSize = 4 << 20
 )
 
-// ReplicaMemTableSize is the memtable size of the replicator's store, which
-// takes a replica's whole chunk index in bulk during a full sync (two keys
-// per 4 KiB chunk): with 4 MiB memtables the flushes and compactions they
-// cause held a 1 GiB full sync to 290 MB/s, with 32 MiB it reached
-// 340-365 MB/s (bench/replbench, this machine).
-const ReplicaMemTableSize = 32 << 20
-
 // EnsureDefaults fills unset fields and returns o (allocating if nil).
 func (o *Options) EnsureDefaults() *Options {
 	if o == nil {

@@ -64,7 +64,7 @@ var (
 	inflight    = flag.Int("inflight", 0, "batches in flight (0: the sender's default)")
 	batchMiB    = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
 	pointMiB    = flag.Int("points", 256, "MiB written between two consistency points")
-	memtableMiB = flag.Int("memtable", pebble.ReplicaMemTableSize>>20, "B's Pebble memtable size in MiB (default: dmsyncd's)")
+	memtableMiB = flag.Int("memtable", 0, "B's Pebble memtable size in MiB (0: dmsyncd's default, 4)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 )
 

@@ -175,7 +175,7 @@ func (r *replicator) run(ctx context.Context) error {
 	var store *pebble.DB
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		store, err = pebble.Open(filepath.Join(r.cfg.stateDir, replicaDir), &pebble.Options{Logger: r.log, OnFatal: exitOnFatal(r.log), MemTableSize: pebble.ReplicaMemTableSize})
+		store, err = pebble.Open(filepath.Join(r.cfg.stateDir, replicaDir), &pebble.Options{Logger: r.log, OnFatal: exitOnFatal(r.log)})
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
