@@ -65,6 +65,7 @@ var (
 	batchMiB    = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
 	pointMiB    = flag.Int("points", 256, "MiB written between two consistency points")
 	memtableMiB = flag.Int("memtable", 0, "B's Pebble memtable size in MiB (0: dmsyncd's default, 4)")
+	cacheMiB    = flag.Int("cache", 0, "B's Pebble block cache in MiB (0: dmsyncd's default)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 )
 
@@ -338,7 +339,7 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 		return nil, err
 	}
 	// B's store opened as dmsyncd's replicator opens it.
-	if d.db, err = pebble.Open(filepath.Join(base, "b.pebble"), &pebble.Options{MemTableSize: uint64(*memtableMiB) << 20}); err != nil {
+	if d.db, err = pebble.Open(filepath.Join(base, "b.pebble"), &pebble.Options{MemTableSize: uint64(*memtableMiB) << 20, CacheSize: int64(*cacheMiB) << 20}); err != nil {
 		return nil, err
 	}
 	staging := filepath.Join(base, "staging")
