@@ -76,6 +76,7 @@ func main() {
 	}
 	stop()
 	if errors.Is(err, errReexec) {
+		fmt.Fprintln(os.Stderr, "dmsyncd: starting again to reopen the state store")
 		err = reexec() // returns only on failure: systemd restarts the unit
 	}
 	os.Exit(exitCode(err))

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dmsync/dmsync/dmtarget"
 	"github.com/dmsync/dmsync/internal/admin"
 	"github.com/dmsync/dmsync/internal/events"
 	"github.com/dmsync/dmsync/logd/logapi"
@@ -231,6 +233,11 @@ func (r *replicator) run(ctx context.Context) error {
 	r.mu.Unlock()
 	r.report()
 	<-ctx.Done()
+	slow := time.AfterFunc(slowStop, func() { dumpSlowStop(r.log, os.Stderr) })
+	defer slow.Stop()
+	if stopHook != nil {
+		stopHook()
+	}
 	g.Stop()
 	wg.Wait()
 	if restart {
@@ -294,6 +301,19 @@ func (r *replicator) unavailable(any, grpc.ServerStream) error {
 	return status.Error(codes.FailedPrecondition, "replication is off: "+msg)
 }
 
+// slowStop is how long the replicator may take to stop before it says
+// what it waits for: under the log server's stopGrace, so the stacks are
+// written before it is killed.
+var slowStop = stopGrace - 3*time.Second
+
+// dumpSlowStop logs that the replicator is slow to stop and writes every
+// goroutine's stack to w: the kill that follows would leave no trace of
+// what held it.
+func dumpSlowStop(log *slog.Logger, w io.Writer) {
+	log.Error("replicator still stopping; goroutine stacks follow (the log server kills it soon)", "after", slowStop)
+	_ = pprof.Lookup("goroutine").WriteTo(w, 2)
+}
+
 // exitOnFatal ends the replicator when its store meets a fatal error:
 // the log server starts a fresh one (Pebble parks the failing goroutine,
 // which could hang replication for good).
@@ -311,18 +331,40 @@ var (
 	errTestPanicNow = errors.New("test hook: panic (DMSYNCD_TEST_HOOKS)")
 )
 
+// stopHook, when set (test hooks), runs once the replicator was told to
+// stop, before it stops its services.
+var stopHook func()
+
 // installTestHooks arms the fault-test hooks when DMSYNCD_TEST_HOOKS=1:
 // while the file state-dir/test-panic-replicated exists, the replicator
 // panics in its next Replicated call (in a sender's goroutine, which has
 // no recover); while state-dir/test-panic-now exists, it panics within a
-// quarter second in a goroutine of its own.
+// quarter second in a goroutine of its own; while
+// state-dir/test-status-on-stop exists, a stopping replicator first reads
+// every mirror's dm status, which waits in the kernel for the log server
+// (as its status poll may at any moment of a stop).
 func installTestHooks(cfg config, log *slog.Logger) {
 	if os.Getenv("DMSYNCD_TEST_HOOKS") != "1" {
 		return
 	}
 	trigger := filepath.Join(cfg.stateDir, "test-panic-replicated")
 	now := filepath.Join(cfg.stateDir, "test-panic-now")
-	log.Warn("fault-test hooks armed", "trigger", trigger, "now", now)
+	onStop := filepath.Join(cfg.stateDir, "test-status-on-stop")
+	log.Warn("fault-test hooks armed", "trigger", trigger, "now", now, "status_on_stop", onStop)
+	stopHook = func() {
+		if _, err := os.Stat(onStop); err != nil {
+			return
+		}
+		dm, err := dmtarget.Open(dmtarget.Options{Logger: log})
+		if err != nil {
+			log.Error("test hook: status on stop", "err", err)
+			return
+		}
+		defer dm.Close()
+		t0 := time.Now()
+		vols, err := dmLegs{b: &dmtarget.Builder{DM: dm, Host: dmtarget.SystemHost{}, Logger: log}}.Legs(context.Background())
+		log.Warn("test hook: read the mirrors' dm status while stopping", "volumes", len(vols), "took", time.Since(t0).Round(time.Millisecond), "err", err)
+	}
 	logapi.ReplicatedHook = func(string) {
 		if _, err := os.Stat(trigger); err == nil {
 			panic(errTestPanic)

@@ -266,12 +266,18 @@ func (d *daemon) serve(ctx context.Context, dial func() (logd.Conn, error)) erro
 		Log: d.logd, Health: d.health.snapshot, Report: d.health.report, Freezer: d.freezer,
 	}))
 
+	// The dirty log is served until the replicator has exited, not only
+	// until ctx is done: the replicator's dm status ioctls on a mirror
+	// wait in the kernel for this log server's answer (STATUS_INFO), and a
+	// process blocked there cannot even be killed.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLog()
 	var wg sync.WaitGroup
 	var logErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := d.logd.Serve(ctx, conn); err != nil && ctx.Err() == nil {
+		if err := d.logd.Serve(logCtx, conn); err != nil && logCtx.Err() == nil {
 			logErr = fmt.Errorf("dirty log server: %w", err)
 			d.log.Error("the dirty log server stopped", "err", err)
 		}
@@ -315,10 +321,13 @@ func (d *daemon) serve(ctx context.Context, dial func() (logd.Conn, error)) erro
 
 	<-ctx.Done()
 	_, _ = sdnotify.Stopping(sdnotify.Socket())
-	<-supDone // the replicator stops first: it may be acknowledging regions
+	d.log.Info("log server stopping", "reexec", d.reexec)
+	<-supDone // the replicator stops first: it may be acknowledging regions, or waiting on the kernel
 	d.freezer.close()
 	api.Stop()
+	stopLog()
 	conn.Close()
+	d.log.Info("connector closed; the kernel waits for the next log server")
 	wg.Wait()
 	if logErr != nil {
 		return logErr

@@ -33,6 +33,8 @@ const (
 	stableRun = 15 * time.Second
 	// stopGrace is how long the replicator gets after SIGTERM.
 	stopGrace = 10 * time.Second
+	// killWait is how long the log server waits for a killed replicator.
+	killWait = 5 * time.Second
 )
 
 // child is a running replicator process.
@@ -51,6 +53,10 @@ func spawnReplicator(_ context.Context, extra []*os.File, stderr io.Writer, args
 	// Never outlive the log server. Pdeathsig fires when the thread that
 	// forked exits; the supervisor's goroutine is locked to its thread.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Once it exited, stop waiting for its output within a moment: a
+	// process it started may still hold its stderr, and the log server
+	// must not wait on that.
+	cmd.WaitDelay = time.Second
 	c := &child{cmd: cmd, tail: &lastLines{}, done: make(chan error, 1)}
 	cmd.Stdout = stderr
 	cmd.Stderr = io.MultiWriter(stderr, c.tail)
@@ -147,7 +153,15 @@ func stopChild(c *child, d *daemon) {
 	case <-time.After(stopGrace):
 		d.log.Error("replicator ignored SIGTERM; killing it", "grace", stopGrace)
 		_ = c.cmd.Process.Kill()
-		<-c.done
+		select {
+		case err := <-c.done:
+			d.log.Warn("replicator killed", "reason", exitReason(err, c.tail.String()))
+		case <-time.After(killWait):
+			// Blocked in the kernel (D state): a SIGKILL is delivered
+			// when its system call returns. The log server stops anyway;
+			// Pdeathsig and the pending SIGKILL end it later.
+			d.log.Error("replicator did not exit after SIGKILL: it is blocked in the kernel; stopping without it", "waited", killWait)
+		}
 	}
 }
 

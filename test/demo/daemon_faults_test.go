@@ -176,6 +176,10 @@ func TestKernelDaemonFaults(t *testing.T) {
 
 	// 6. The state directory's file system fills up.
 	w.phase("state dir full")
+	// The stopping replicator reads the mirror's dm status, as its status
+	// poll may at any moment of the restart: that ioctl waits in the
+	// kernel for the log server, which must still be serving.
+	touch(t, filepath.Join(stateA, "test-status-on-stop"))
 	filler := fillDir(t, stateA)
 	seen = waitHealth(t, a, "state store failed")
 	seen += statusNames(g, a, "store")
@@ -184,6 +188,28 @@ func TestKernelDaemonFaults(t *testing.T) {
 	t0 = time.Now()
 	waitHealthNot(t, a, "store") // dmsyncd re-execs itself and resyncs in full
 	rows = append(rows, w.row("state dir full (tmpfs)", seen, fmt.Sprintf("served from memory; restarted itself %s after space was freed, every region resent", time.Since(t0).Round(time.Second))))
+	// How the restart went, from the daemon's own log: a replicator that
+	// was slow to stop has its stacks there.
+	hooked := false
+	for _, l := range strings.Split(a.d.Log(), "\n") {
+		for _, k := range []string{"log server stopping", "connector closed", "ignored SIGTERM", "replicator killed", "still stopping", "starting again", "status while stopping"} {
+			if strings.Contains(l, k) {
+				t.Logf("restart: %s", l)
+			}
+		}
+		if strings.Contains(l, "status while stopping") {
+			hooked = true
+			if strings.Contains(l, "err=") && !strings.Contains(l, "err=<nil>") {
+				t.Errorf("the stopping replicator's dm status failed: %s", l)
+			}
+		}
+		if strings.Contains(l, "ignored SIGTERM") {
+			t.Errorf("the replicator did not stop within its grace on the restart: %s", l)
+		}
+	}
+	if !hooked {
+		t.Error("the stopping replicator never read the mirror's dm status (test hook test-status-on-stop)")
+	}
 	settle("state dir full")
 
 	fmt.Println("============ dmsync daemon faults (writer on ext4 on A's mirror throughout) ============")
