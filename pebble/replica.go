@@ -530,6 +530,23 @@ func (s *ReplicaStore) CommitAppliedAll(vol string, batches []AppliedBatch) erro
 	if len(batches) == 0 {
 		return nil
 	}
+	b, err := s.appliedBatch(vol, batches)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return fmt.Errorf("commit %s batch %d: %w", vol, batches[0].Batch, err)
+	}
+	return nil
+}
+
+// appliedBatch builds the index change of batches (CommitAppliedAll) as one
+// Pebble batch, not yet committed. The caller closes it.
+func (s *ReplicaStore) appliedBatch(vol string, batches []AppliedBatch) (*pebbledb.Batch, error) {
 	if merged, ok := mergeDisjoint(batches); ok {
 		// Batches on disjoint ranges change the index as one batch does:
 		// no batch need read what another wrote.
@@ -544,19 +561,13 @@ func (s *ReplicaStore) CommitAppliedAll(vol string, batches []AppliedBatch) erro
 	} else {
 		b = s.db.NewBatch()
 	}
-	defer b.Close()
 	for _, ab := range batches {
 		if err := s.applyInto(b, r, vol, ab); err != nil {
-			return fmt.Errorf("commit %s batch %d: %w", vol, ab.Batch, err)
+			b.Close()
+			return nil, fmt.Errorf("commit %s batch %d: %w", vol, ab.Batch, err)
 		}
 	}
-	if b.Empty() {
-		return nil
-	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
-		return fmt.Errorf("commit %s batch %d: %w", vol, batches[0].Batch, err)
-	}
-	return nil
+	return b, nil
 }
 
 // mergeDisjoint returns batches as one, if no two of them have ranges that

@@ -83,8 +83,9 @@ func mergeForTest(rs []ByteRange) []ByteRange {
 	return out
 }
 
-// TestCommitAppliedAll: several batches in one write leave the index (both
-// keys) and the markers as committing them one by one does: on disjoint
+// TestCommitAppliedAll: several batches in one write (CommitAppliedAll, and
+// ApplyPoint with a staged point) leave the index (both keys) and the
+// markers as committing them one by one does: on disjoint
 // ranges (merged into one batch), and where a later batch rewrites an
 // earlier one's range with other chunk bounds.
 func TestCommitAppliedAll(t *testing.T) {
@@ -118,8 +119,28 @@ func TestCommitAppliedAll(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := all.CommitAppliedAll("v", bs); err != nil {
+		// all commits them as a consistency point does: staged, then
+		// applied with the recovery point in one write.
+		if err := all.BeginStaging("v", 77); err != nil {
 			t.Fatal(err)
+		}
+		for _, b := range bs {
+			if err := all.StageBatch("v", 77, StagedBatch{Batch: b.Batch, Ranges: b.Ranges, Chunks: b.Chunks}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rp := RecoveryPoint{Seq: uint64(round + 1), Token: 77, TakenAt: 5, AppliedAt: 6}
+		if err := all.ApplyPoint("v", bs, rp); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := all.Point("v"); err != nil || !ok || got != rp {
+			t.Fatalf("round %d: recovery point %+v %v %v, want %+v", round, got, ok, err, rp)
+		}
+		if _, ok, err := all.Staging("v"); err != nil || ok {
+			t.Fatalf("round %d: staging left after ApplyPoint: %v %v", round, ok, err)
+		}
+		if sbs, err := all.StagedBatches("v"); err != nil || len(sbs) != 0 {
+			t.Fatalf("round %d: staged batches left: %d %v", round, len(sbs), err)
 		}
 		if a, b := listChunks(t, one, "v"), listChunks(t, all, "v"); !slices.Equal(a, b) {
 			t.Fatalf("round %d: index differs:\none by one %v\nall at once %v", round, a, b)

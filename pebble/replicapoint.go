@@ -237,7 +237,22 @@ func (s *ReplicaStore) CommitStaging(vol string, token uint64, takenAt int64) er
 // staging, in one synced batch. Call it only once the image is synced and
 // the staged index entries are committed.
 func (s *ReplicaStore) FinishPoint(vol string, rp RecoveryPoint) error {
-	b := s.db.NewBatch()
+	return s.ApplyPoint(vol, nil, rp)
+}
+
+// ApplyPoint is CommitAppliedAll(vol, batches) and FinishPoint(vol, rp) in
+// one synced batch: a point's index change and its recovery point become
+// durable together, with one sync. Call it only once the image is synced.
+func (s *ReplicaStore) ApplyPoint(vol string, batches []AppliedBatch, rp RecoveryPoint) error {
+	var b *pebbledb.Batch
+	if len(batches) > 0 {
+		var err error
+		if b, err = s.appliedBatch(vol, batches); err != nil {
+			return err
+		}
+	} else {
+		b = s.db.NewBatch()
+	}
 	defer b.Close()
 	if err := deleteStaged(b, vol); err != nil {
 		return err
