@@ -33,8 +33,13 @@ type SenderConfig struct {
 	// Store records progress per peer; nil records nothing.
 	Store  *pebble.ReplicaStore
 	Logger *slog.Logger
-	// MaxBatchBytes bounds the bytes read into one batch (default 16 MiB).
+	// MaxBatchBytes bounds the bytes one batch offers, and the bytes read
+	// at once (default 16 MiB).
 	MaxBatchBytes uint64
+	// MaxBatchRead bounds the bytes of the volume one batch covers
+	// (default 256 MiB, and at least MaxBatchBytes): after scattered writes
+	// a batch reads far more than it offers.
+	MaxBatchRead uint64
 	// MinBackoff and MaxBackoff bound the wait between retries (defaults
 	// 100 ms and 10 s); the wait doubles per failure, with jitter.
 	MinBackoff, MaxBackoff time.Duration
@@ -134,6 +139,10 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = 16 << 20
 	}
+	if cfg.MaxBatchRead == 0 {
+		cfg.MaxBatchRead = 256 << 20
+	}
+	cfg.MaxBatchRead = max(cfg.MaxBatchRead, cfg.MaxBatchBytes)
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 2
 	}
@@ -479,16 +488,69 @@ func (s *Sender) requeuedLastPass() bool {
 	return false
 }
 
-// build picks quiet regions from the head of rest until the batch is full,
-// then reads and chunks each run of consecutive regions with one Cut. It
-// returns how many entries of rest it consumed.
+// build picks quiet regions from the head of rest and reads and chunks
+// each run of consecutive regions, until the batch offers MaxBatchBytes or
+// covers MaxBatchRead: after scattered writes most of what is read is as
+// the peer acknowledged it, and a batch that carries a few changed chunks
+// per MiB read would cost a round trip and the peer's syncs per handful of
+// blocks. It returns how many entries of rest it consumed.
 func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64, src io.ReaderAt, live bool) (*batch, int, error) {
 	b := &batch{offer: Offer{Volume: s.cfg.Volume, VolumeSize: s.cfg.Size, Params: s.cfg.Chunker.Params(), Point: s.pt.offerToken()}, fps: map[uint64]uint64{}}
-	type run struct{ start, end uint64 }
-	var runs []run
-	var bytes uint64
-	n := 0
-	for ; n < len(rest) && bytes < s.cfg.MaxBatchBytes; n++ {
+	var (
+		run      struct{ start, end uint64 } // regions picked, not cut yet
+		offered  uint64                      // bytes the batch offers so far
+		covered  uint64                      // bytes of the volume it covers
+		n        int
+		fixed, _ = s.cfg.Chunker.(FixedChunker)
+	)
+	_, byFingerprint := s.cfg.Chunker.(FixedChunker)
+	// cut reads and chunks the run picked so far and adds what changed to
+	// the batch.
+	cut := func() error {
+		if run.end == run.start {
+			return nil
+		}
+		defer func() { run.start, run.end = 0, 0 }()
+		if byFingerprint {
+			// Only chunks whose fingerprint moved since the peer's last
+			// ack are hashed and offered.
+			rgs, data, fps, read, release, err := fixed.CutChanged(src, s.cfg.Size, run.start, run.end, s.changedSinceAck)
+			if err != nil {
+				return fmt.Errorf("%w: [%d,%d): %w", ErrSource, run.start, run.end, err)
+			}
+			if release != nil {
+				b.releases = append(b.releases, release)
+			}
+			chunks := 0
+			for k, rg := range rgs {
+				for i, c := range rg.Chunks {
+					b.fps[c.Offset] = fps[k][i]
+					if c.Length > blockhash.BlockSize {
+						rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[k][c.Offset-rg.Start:c.End()-rg.Start])
+					}
+				}
+				chunks += len(rg.Chunks)
+				offered += rg.End - rg.Start
+				b.add(rg, data[k])
+			}
+			total := int((read + uint64(fixed.Size) - 1) / uint64(fixed.Size))
+			s.count(func(st *Stats) { st.ChunksUnchanged += total - chunks })
+			return nil
+		}
+		rg, data, err := s.cfg.Chunker.Cut(src, s.cfg.Size, run.start, run.end)
+		if err != nil {
+			return fmt.Errorf("%w: [%d,%d): %w", ErrSource, run.start, run.end, err)
+		}
+		for i, c := range rg.Chunks {
+			if c.Length > blockhash.BlockSize {
+				rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
+			}
+		}
+		offered += rg.End - rg.Start
+		b.add(rg, data)
+		return nil
+	}
+	for ; n < len(rest) && offered < s.cfg.MaxBatchBytes && covered < s.cfg.MaxBatchRead; n++ {
 		p := rest[n]
 		start := p.Region * regionSize
 		if start >= s.cfg.Size {
@@ -512,51 +574,25 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64, src io.Read
 			s.count(func(st *Stats) { st.SkippedBusy++ })
 			continue
 		}
+		if run.end != start {
+			if err := cut(); err != nil {
+				return nil, n, err
+			}
+			run.start = start
+		}
+		run.end = end
 		b.regions = append(b.regions, p)
-		bytes += end - start
-		if k := len(runs) - 1; k >= 0 && runs[k].end == start {
-			runs[k].end = end
-		} else {
-			runs = append(runs, run{start, end})
+		covered += end - start
+		// A run is cut once it could fill what the batch has left to
+		// offer: what one read holds stays within MaxBatchBytes.
+		if run.end-run.start >= s.cfg.MaxBatchBytes-offered {
+			if err := cut(); err != nil {
+				return nil, n, err
+			}
 		}
 	}
-	fixed, byFingerprint := s.cfg.Chunker.(FixedChunker)
-	for _, ru := range runs {
-		if byFingerprint {
-			// Only chunks whose fingerprint moved since the peer's last
-			// ack are hashed and offered.
-			rgs, data, fps, read, release, err := fixed.CutChanged(src, s.cfg.Size, ru.start, ru.end, s.changedSinceAck)
-			if err != nil {
-				return nil, n, fmt.Errorf("%w: [%d,%d): %w", ErrSource, ru.start, ru.end, err)
-			}
-			if release != nil {
-				b.releases = append(b.releases, release)
-			}
-			offered := 0
-			for k, rg := range rgs {
-				for i, c := range rg.Chunks {
-					b.fps[c.Offset] = fps[k][i]
-					if c.Length > blockhash.BlockSize {
-						rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[k][c.Offset-rg.Start:c.End()-rg.Start])
-					}
-				}
-				offered += len(rg.Chunks)
-				b.add(rg, data[k])
-			}
-			total := int((read + uint64(fixed.Size) - 1) / uint64(fixed.Size))
-			s.count(func(st *Stats) { st.ChunksUnchanged += total - offered })
-			continue
-		}
-		rg, data, err := s.cfg.Chunker.Cut(src, s.cfg.Size, ru.start, ru.end)
-		if err != nil {
-			return nil, n, fmt.Errorf("%w: [%d,%d): %w", ErrSource, ru.start, ru.end, err)
-		}
-		for i, c := range rg.Chunks {
-			if c.Length > blockhash.BlockSize {
-				rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[c.Offset-rg.Start:c.End()-rg.Start])
-			}
-		}
-		b.add(rg, data)
+	if err := cut(); err != nil {
+		return nil, n, err
 	}
 	s.count(func(st *Stats) { st.BytesRead = uint64(s.read.Load()) })
 	if len(b.regions) == 0 {

@@ -304,3 +304,61 @@ func TestSenderOffersOnlyChangedChunks(t *testing.T) {
 		t.Fatalf("replica differs or %d regions pending", r.pending(t))
 	}
 }
+
+// TestSenderBatchesByOfferedBytes: after scattered writes, a batch carries
+// up to MaxBatchBytes of changed chunks, however much unchanged data it
+// read to find them, and covers at most MaxBatchRead of the volume; a full
+// sync's batches are MaxBatchBytes each, as before.
+func TestSenderBatchesByOfferedBytes(t *testing.T) {
+	const size = 4 << 20 // 64 regions
+	for _, tc := range []struct {
+		name         string
+		maxRead      uint64
+		deltaBatches int
+	}{
+		// 64 changed blocks of 4 KiB, 32 per 128 KiB batch.
+		{"default read bound", 0, 2},
+		// 1 MiB of the volume per batch: 4 batches, 16 blocks each.
+		{"1 MiB read bound", 1 << 20, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, size, size)
+			src := bytes.NewReader(r.src)
+			s, err := rpc.NewSender(rpc.SenderConfig{
+				Volume: sVol, Peer: sPeer, Source: src, Size: r.size, Log: r.log,
+				Chunker: rpc.FixedChunker{Size: 4096}, Transport: r.tr,
+				MaxBatchBytes: 2 * sRegion, MaxBatchRead: tc.maxRead, MaxAttempts: 1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := s.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := r.tr.Count("apply"), size/(2*sRegion); got != want {
+				t.Errorf("full sync: %d batches, want %d", got, want)
+			}
+			// One changed block in every region.
+			for reg := uint64(0); reg < size/sRegion; reg++ {
+				r.src[reg*sRegion+(reg%16)*4096] ^= 0xa5
+				r.log.Write(sVol, reg)
+			}
+			src.Reset(r.src)
+			before, st0 := r.tr.Count("apply"), s.Stats()
+			st, err := s.RunOnce(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.tr.Count("apply") - before; got != tc.deltaBatches {
+				t.Errorf("after 64 scattered blocks: %d batches, want %d", got, tc.deltaBatches)
+			}
+			if got := st.BytesSent - st0.BytesSent; got != 64*4096 {
+				t.Errorf("sent %d bytes, want %d", got, 64*4096)
+			}
+			if !bytes.Equal(r.img.bytes(), r.src) || r.pending(t) != 0 {
+				t.Fatalf("replica differs or %d regions pending", r.pending(t))
+			}
+		})
+	}
+}
