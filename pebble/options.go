@@ -42,6 +42,14 @@ const (
 	DefaultMemTableSize = 4 << 20
 )
 
+// ReplicaCacheSize is the block cache dmsyncd gives the replicator's store.
+// A receiver reads its chunk index around every changed block three times
+// per batch (to plan, to commit, to update its tree); with the 8 MiB
+// default a 1 GiB volume's index (about 30 MiB) does not stay cached, and
+// a delta after 1% scattered writes took 0.59 s instead of 0.32 s
+// (replbench, 2 cores).
+const ReplicaCacheSize = 64 << 20
+
 // EnsureDefaults fills unset fields and returns o (allocating if nil).
 func (o *Options) EnsureDefaults() *Options {
 	if o == nil {

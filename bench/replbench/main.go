@@ -339,7 +339,11 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 		return nil, err
 	}
 	// B's store opened as dmsyncd's replicator opens it.
-	if d.db, err = pebble.Open(filepath.Join(base, "b.pebble"), &pebble.Options{MemTableSize: uint64(*memtableMiB) << 20, CacheSize: int64(*cacheMiB) << 20}); err != nil {
+	cache := int64(pebble.ReplicaCacheSize)
+	if *cacheMiB > 0 {
+		cache = int64(*cacheMiB) << 20
+	}
+	if d.db, err = pebble.Open(filepath.Join(base, "b.pebble"), &pebble.Options{MemTableSize: uint64(*memtableMiB) << 20, CacheSize: cache}); err != nil {
 		return nil, err
 	}
 	staging := filepath.Join(base, "staging")

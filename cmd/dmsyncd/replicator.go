@@ -177,7 +177,7 @@ func (r *replicator) run(ctx context.Context) error {
 	var store *pebble.DB
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		store, err = pebble.Open(filepath.Join(r.cfg.stateDir, replicaDir), &pebble.Options{Logger: r.log, OnFatal: exitOnFatal(r.log)})
+		store, err = pebble.Open(filepath.Join(r.cfg.stateDir, replicaDir), &pebble.Options{Logger: r.log, OnFatal: exitOnFatal(r.log), CacheSize: pebble.ReplicaCacheSize})
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
