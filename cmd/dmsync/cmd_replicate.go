@@ -29,7 +29,7 @@ func (o *replicateOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.As, "as", "", "the name the peer receives it under (default: its log uuid or VOLUME, whichever the peer knows)")
 	fs.BoolVar(&o.Wait, "wait", false, "wait until every pending region is acknowledged by the peer")
 	fs.DurationVar(&o.PointInterval, "point-interval", 0, "least time between two consistency points, e.g. 5m (0: a point as soon as everything written was sent; each point pauses writes briefly)")
-	fs.StringVar(&o.Chunking, "chunking", "", "how changes are cut into chunks: fixed (4 KiB blocks; consistency points; fits dm-crypt), cdc (content-defined; fits plaintext with insertions; no consistency points) or auto (fixed under dm-crypt, else cdc); default: dmsyncd's --chunking. The replica keeps the chunking of its first send")
+	fs.StringVar(&o.Chunking, "chunking", "", "how changes are cut into chunks: fixed (16 KiB chunks, only their changed 4 KiB blocks sent; consistency points; fits dm-crypt), cdc (content-defined; fits plaintext with insertions; no consistency points) or auto (fixed under dm-crypt, else cdc); default: dmsyncd's --chunking. The replica keeps the chunking of its first send")
 	o.waitOptions.AddFlags(fs)
 }
 

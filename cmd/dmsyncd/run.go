@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.connectorLock, "connector-lock", DefaultConnectorLock, "host-wide lock file of the kernel connector (one log server per host)")
 	addOpsFlags(fs, &c.ops)
 	fs.BoolVar(&c.fsfreeze, "fsfreeze", false, "freeze the file system on a volume for each consistency point too (a clean point, not only crash-consistent; the pause includes writing out its dirty data)")
-	fs.StringVar(&c.chunking, "chunking", replicate.ChunkingFixed, "how a new replication cuts changed ranges into chunks: fixed (4 KiB blocks: ciphertext, in-place writes), cdc (content-defined: plaintext with insertions) or auto (fixed under dm-crypt, else cdc); recorded per volume and peer, a replica keeps its own")
+	fs.StringVar(&c.chunking, "chunking", replicate.ChunkingFixed, "how a new replication cuts changed ranges into chunks: fixed (16 KiB chunks, only their changed 4 KiB blocks sent: ciphertext, in-place writes), cdc (content-defined: plaintext with insertions) or auto (fixed under dm-crypt, else cdc); recorded per volume and peer, a replica keeps its own")
 	fs.Uint64Var(&c.scrubRate, "scrub-max-rate", rpc.DefaultScrubRate>>20, "MiB per second that scrubs (dmsync verify from a peer) may read from this node's replica images, all together; a peer asking for more gets this")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {

@@ -106,8 +106,8 @@ func New(opts Options) (*Manager, error) {
 	if opts.Log == nil || opts.Store == nil || opts.Resolve == nil {
 		return nil, errors.New("replicate: needs a dirty log, a store and a resolver")
 	}
-	if opts.Chunking != "" && opts.Chunking != ChunkingAuto {
-		if _, err := newChunker(opts.Chunking); err != nil {
+	if opts.Chunking != "" {
+		if err := validChunking(opts.Chunking); err != nil {
 			return nil, err
 		}
 	}
@@ -217,7 +217,7 @@ func (m *Manager) ReplicateSend(ctx context.Context, s Send) (Source, error) {
 		return Source{}, fmt.Errorf("%w: peer %q: %w", ErrInvalid, peer, err)
 	}
 	if s.Chunking != "" {
-		if _, err := newChunker(s.Chunking); err != nil {
+		if err := validChunking(s.Chunking); err != nil {
 			return Source{}, fmt.Errorf("replicate %s: --chunking: %w", volume, err)
 		}
 	}
@@ -236,9 +236,9 @@ func (m *Manager) ReplicateSend(ctx context.Context, s Send) (Source, error) {
 		// now, not at the first batch.
 		if p, _, err := m.opts.Store.Progress(src.LogUUID, id); err != nil {
 			return Source{}, err
-		} else if p.Chunking != "" && p.Chunking != s.Chunking {
+		} else if had := chunkingKind(p.Chunking); p.Chunking != "" && had != s.Chunking {
 			return Source{}, fmt.Errorf("%w: %w: %s is replicated to %s with %s chunking: replicate it with --chunking %s (or auto), or to a new replica",
-				ErrInvalid, ErrChunkingChanged, volume, id, p.Chunking, p.Chunking)
+				ErrInvalid, ErrChunkingChanged, volume, id, had, had)
 		}
 	}
 	if old, ok := m.sends[volume]; ok {
