@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmsync/dmsync/internal/admin"
 	"github.com/dmsync/dmsync/internal/identity"
+	"github.com/dmsync/dmsync/internal/imagefile"
 	"github.com/dmsync/dmsync/rpc"
 )
 
@@ -218,18 +219,17 @@ func sameFile(path string, fi fs.FileInfo) bool {
 	return err == nil && os.SameFile(o, fi)
 }
 
-// createImage creates a missing replica file of size bytes.
+// createImage creates a missing replica file of size bytes, its space
+// allocated where the filesystem can (imagefile.Create).
 func createImage(path string, size uint64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	err := imagefile.Create(path, size)
+	switch {
+	case errors.Is(err, imagefile.ErrNoSpace):
+		return admin.Errorf(admin.ErrInvalid, "%v: free space there, or give an image on a larger filesystem", err)
+	case errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist):
 		return admin.Errorf(admin.ErrInvalid, "create image %s: %v", path, err)
 	}
-	if err := f.Truncate(int64(size)); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("create image %s: %w", path, err)
-	}
-	return f.Close()
+	return err
 }
 
 // openImage opens a replica image for the receiver, after checking that
