@@ -228,18 +228,14 @@ func TestPointApplyFailureIsNotDropped(t *testing.T) {
 	copy(v1, randomVolume(rand.New(rand.NewPCG(9, 9)), 32*tChunk))
 	stageRange(t, p.r, 2, v1, 0, 16*tChunk)
 	stageRange(t, p.r, 2, v1, 16*tChunk, 32*tChunk)
-	p.img.mu.Lock()
-	p.img.failWrite = errors.New("injected EIO")
-	p.img.mu.Unlock()
+	p.img.fail(errors.New("injected EIO"))
 	if _, err := commitPoint(p.r, 2, 2); err == nil {
 		t.Fatal("the apply wrote to a failing disk and succeeded")
 	}
 	if info, _ := p.r.Root(tPeer, tVol); !info.Applying {
 		t.Fatal("a committed point not applied does not show as applying")
 	}
-	p.img.mu.Lock()
-	p.img.failWrite = nil
-	p.img.mu.Unlock()
+	p.img.fail(nil)
 	// The sender, told the commit failed, starts point 3 over a range.
 	stageRange(t, p.r, 3, v1, 0, 8*tChunk)
 	if !bytes.Equal(p.image(), v1) {

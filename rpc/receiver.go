@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -327,6 +326,7 @@ type Batch struct {
 	got      []bool
 	dups     map[int][]int  // missing chunk -> later chunks with the same id
 	blocks   map[int][]bool // missing chunk -> blocks asked for
+	old      map[int][]byte // missing chunk -> its older bytes, read by the plan
 	retry    []int          // patched chunks that did not verify
 	pending  int
 	wrote    bool
@@ -335,6 +335,9 @@ type Batch struct {
 	// the image (point.go).
 	redo      *os.File
 	redoBytes uint64
+	// writes runs the in-place image writes; Commit and Abort wait for
+	// them.
+	writes writeBehind
 }
 
 // Begin validates an offer from peer, durably marks its ranges applying,
@@ -489,7 +492,7 @@ func (b *Batch) plan() (Need, error) {
 		len uint32
 	}
 	firstMissing := map[idLen]int{}
-	var buf []byte
+	var patch []int // missing chunks to ask for by blocks, if they differ in few
 	// Copies are read (and verified) first and written after the loop: a
 	// source may lie in this batch's own ranges (data shifted by an
 	// insertion), where an earlier copy would overwrite it.
@@ -545,23 +548,10 @@ func (b *Batch) plan() (Need, error) {
 		b.pending++
 		if len(c.Blocks) > 0 && overlapsAny(haveList, c) {
 			// The replica held older data here: ask only for changed blocks.
-			buf = slices.Grow(buf[:0], int(c.Length))[:c.Length]
-			if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err == nil {
-				mine := blockhash.BlockFingerprints(c.Offset, buf)
-				mask := make([]bool, len(mine))
-				changed := 0
-				for k := range mine {
-					if mine[k] != c.Blocks[k] {
-						mask[k] = true
-						changed++
-					}
-				}
-				if changed < len(mine) {
-					b.blocks[i] = mask
-				}
-			}
+			patch = append(patch, i)
 		}
 	}
+	b.askBlocks(patch)
 	for _, cp := range copies {
 		if err := b.write(cp.data, cp.off); err != nil {
 			return Need{}, err
@@ -577,6 +567,53 @@ func overlapsAny(have []pebble.ReplicaChunk, c Chunk) bool {
 	i := sort.Search(len(have), func(i int) bool { return have[i].End() > c.Offset })
 	return i < len(have) && have[i].Offset < c.End()
 }
+
+// askBlocks reads the replica's older bytes of the chunks in patch, a few
+// at a time (on a replica written with O_DIRECT they come from the
+// device), and asks for the blocks of each whose fingerprints differ from
+// the offer's, keeping the bytes for PutBlocks. A chunk that cannot be
+// read, or that differs in every block, is asked for whole.
+func (b *Batch) askBlocks(patch []int) {
+	if len(patch) == 0 {
+		return
+	}
+	b.old = make(map[int][]byte, len(patch))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, planReads)
+	for _, i := range patch {
+		c := b.chunks[i]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			old := make([]byte, c.Length)
+			if _, err := b.v.Image.ReadAt(old, int64(c.Offset)); err != nil {
+				return
+			}
+			mine := blockhash.BlockFingerprints(c.Offset, old)
+			mask := make([]bool, len(mine))
+			changed := 0
+			for k := range mine {
+				if mine[k] != c.Blocks[k] {
+					mask[k] = true
+					changed++
+				}
+			}
+			if changed == len(mine) {
+				return
+			}
+			mu.Lock()
+			b.blocks[i], b.old[i] = mask, old
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// planReads is how many older chunks a batch's plan reads at once.
+const planReads = 8
 
 // blockCount returns how many volume-aligned 4 KiB blocks c touches.
 func blockCount(c Chunk) uint64 {
@@ -597,19 +634,20 @@ func (b *Batch) write(data []byte, off uint64) error {
 	}
 	b.wrote = true
 	b.r.inPlace.Add(uint64(len(data)))
-	if _, err := b.v.Image.WriteAt(data, int64(off)); err != nil {
+	return b.writes.write(b.v.Image, data, off, func(err error) error {
 		if errors.Is(err, syscall.ENOSPC) {
 			return fmt.Errorf("volume %q: write at %d: %w: %w", b.v.Name, off, ErrNoSpace, err)
 		}
 		return fmt.Errorf("volume %q: write at %d: %w", b.v.Name, off, err)
-	}
-	return nil
+	})
 }
 
 // Put takes a run of chunks i, i+1, ... of one range, back to back in
 // data. It verifies every chunk's length and BLAKE3-256 id before writing
 // any of them, then writes the run at its offset (and copies of its chunks
-// to later chunks of the batch with the same id).
+// to later chunks of the batch with the same id). The write may still be
+// in flight when Put returns: data must not change until Commit or Abort
+// returns, and a failed write fails a later Put or the Commit.
 func (b *Batch) Put(i uint32, data []byte) error {
 	first := int(i)
 	if first >= len(b.chunks) {
@@ -665,9 +703,15 @@ func (b *Batch) PutBlocks(i uint32, data []byte) error {
 		return fmt.Errorf("volume %q: chunk %d was not asked for by blocks, or came twice: %w", b.v.Name, i, ErrProtocol)
 	}
 	c := b.chunks[j]
-	buf := make([]byte, c.Length)
-	if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err != nil {
-		return fmt.Errorf("volume %q: read old chunk at %d: %w", b.v.Name, c.Offset, err)
+	// The plan read the chunk's older bytes; the batch's ranges are its
+	// own since, so they are still the image's.
+	buf := b.old[j]
+	delete(b.old, j)
+	if len(buf) != int(c.Length) {
+		buf = make([]byte, c.Length)
+		if _, err := b.v.Image.ReadAt(buf, int64(c.Offset)); err != nil {
+			return fmt.Errorf("volume %q: read old chunk at %d: %w", b.v.Name, c.Offset, err)
+		}
 	}
 	pos := 0
 	bc := blockhash.Chunk{Offset: c.Offset, Length: uint64(c.Length)}
@@ -724,6 +768,10 @@ func (b *Batch) Commit(wantRoot bool) (Ack, error) {
 	defer b.release()
 	if b.offer.Point != 0 {
 		return b.commitStaged()
+	}
+	if err := b.writes.wait(); err != nil {
+		b.abortLocked()
+		return Ack{}, err
 	}
 	// A batch that wrote nothing (the replica held every chunk) has no
 	// image bytes to sync.
@@ -814,6 +862,9 @@ func (b *Batch) Abort() {
 }
 
 func (b *Batch) abortLocked() {
+	// No write of the batch may land after its index entries are dropped
+	// and its ranges are free.
+	b.writes.wait()
 	if b.offer.Point != 0 {
 		b.abortStaged()
 		return
@@ -828,6 +879,7 @@ func (b *Batch) abortLocked() {
 }
 
 func (b *Batch) release() {
+	b.writes.wait()
 	if !b.finished {
 		b.finished = true
 		b.v.releaseBatch(b.id)

@@ -48,6 +48,9 @@ func (m *memImage) WriteAt(p []byte, off int64) (int, error) {
 
 func (m *memImage) Sync() error { m.mu.Lock(); m.syncs++; m.mu.Unlock(); return nil }
 
+// fail makes the image's writes fail with err from now on (nil: succeed).
+func (m *memImage) fail(err error) { m.mu.Lock(); m.failWrite = err; m.mu.Unlock() }
+
 const (
 	tVol   = "v1"
 	tPeer  = "peer-a"
@@ -289,8 +292,16 @@ func TestReceiverFailedBatchMarksApplying(t *testing.T) {
 	if err := b.Put(0, data[:tChunk]); err != nil {
 		t.Fatal(err)
 	}
-	img.failWrite = fmt.Errorf("write: %w", syscall.ENOSPC)
-	if err := b.Put(1, data[tChunk:2*tChunk]); !errors.Is(err, ErrNoSpace) {
+	img.fail(fmt.Errorf("write: %w", syscall.ENOSPC))
+	// Writes run behind Put: the failure fails a later Put or the Commit.
+	err = b.Put(1, data[tChunk:2*tChunk])
+	for i := 2; err == nil && i < 8; i++ {
+		err = b.Put(uint32(i), data[i*tChunk:(i+1)*tChunk])
+	}
+	if err == nil {
+		_, err = b.Commit(false)
+	}
+	if !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("disk full: %v", err)
 	}
 	b.Abort()
@@ -306,7 +317,7 @@ func TestReceiverFailedBatchMarksApplying(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img.failWrite = nil
+	img.fail(nil)
 	apply(t, r2, o, data)
 	info, _ = r2.Root(tPeer, tVol)
 	if info.Applying || info.Chunks != 64 {
