@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/dmsync/dmsync/blockhash"
 )
 
 // Chunker cuts changed byte ranges of a volume into chunks. It is the seam
@@ -80,6 +83,7 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 	n := int((hi - lo + cs - 1) / cs)
 	type block struct {
 		fp      uint64
+		blocks  []uint64
 		id      ID
 		changed bool
 	}
@@ -104,7 +108,7 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 				off := uint64(i) * cs
 				b := buf[off:min(off+cs, hi-lo)]
 				bl := &blocks[i]
-				bl.fp = xxhash.Sum64(b)
+				bl.fp, bl.blocks = chunkFingerprint(lo+off, b)
 				if bl.changed = changed(lo+off, bl.fp); bl.changed {
 					bl.id = Sum(b)
 				}
@@ -132,7 +136,7 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 			open = true
 		}
 		k := len(rgs) - 1
-		rgs[k].Chunks = append(rgs[k].Chunks, Chunk{Offset: off, Length: uint32(length), ID: bl.id})
+		rgs[k].Chunks = append(rgs[k].Chunks, Chunk{Offset: off, Length: uint32(length), ID: bl.id, Blocks: bl.blocks})
 		rgs[k].End = off + length
 		fps[k] = append(fps[k], bl.fp)
 		changedBytes += length
@@ -155,6 +159,27 @@ func (f FixedChunker) CutChanged(r io.ReaderAt, size, start, end uint64, changed
 		release = func() { once.Do(func() { putReadBuf(bp) }) }
 	}
 	return rgs, data, fps, hi - lo, release, nil
+}
+
+// chunkFingerprint returns a fixed chunk's fingerprint and, for a chunk of
+// more than one 4 KiB block, its blocks' fingerprints
+// (blockhash.BlockFingerprints), in one pass over the bytes: a one-block
+// chunk's fingerprint is its XXH64, a larger one's the XXH64 of its
+// blocks' fingerprints (little-endian).
+func chunkFingerprint(off uint64, b []byte) (uint64, []uint64) {
+	if len(b) <= blockhash.BlockSize {
+		return xxhash.Sum64(b), nil
+	}
+	blocks := blockhash.BlockFingerprints(off, b)
+	var buf [32 * 8]byte
+	raw := buf[:0]
+	if len(blocks) > len(buf)/8 {
+		raw = make([]byte, 0, 8*len(blocks))
+	}
+	for _, fp := range blocks {
+		raw = binary.LittleEndian.AppendUint64(raw, fp)
+	}
+	return xxhash.Sum64(raw), blocks
 }
 
 // stripeMin is the least a CutChanged stripe reads and hashes on its own

@@ -2,7 +2,10 @@ package rpc
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -13,10 +16,15 @@ import (
 // gives them and their XXH64 fingerprints, whether the range is read in
 // one stripe or several, and whether its buffer is kept or handed back.
 func TestCutChanged(t *testing.T) {
+	for _, cs := range []uint32{4096, 16 << 10} {
+		t.Run(fmt.Sprint(cs), func(t *testing.T) { testCutChanged(t, FixedChunker{Size: cs}) })
+	}
+}
+
+func testCutChanged(t *testing.T, f FixedChunker) {
 	const size = 8<<20 + 1000 // the last block is short
 	vol := make([]byte, size)
 	_, _ = rand.NewChaCha8([32]byte{3}).Read(vol)
-	f := FixedChunker{Size: 4096}
 	r := rand.New(rand.NewPCG(4, 5))
 	cases := []struct {
 		name       string
@@ -60,8 +68,23 @@ func TestCutChanged(t *testing.T) {
 					t.Fatalf("range %d [%d,%d): bytes differ from the volume's", k, rg.Start, rg.End)
 				}
 				for i, c := range rg.Chunks {
-					if fps[k][i] != xxhash.Sum64(vol[c.Offset:c.End()]) {
+					b := vol[c.Offset:c.End()]
+					want := xxhash.Sum64(b)
+					var wantBlocks []uint64
+					if len(b) > 4096 {
+						// The XXH64 of the blocks' XXH64s, little-endian.
+						var raw []byte
+						for o := 0; o < len(b); o += 4096 {
+							wantBlocks = append(wantBlocks, xxhash.Sum64(b[o:min(o+4096, len(b))]))
+							raw = binary.LittleEndian.AppendUint64(raw, wantBlocks[len(wantBlocks)-1])
+						}
+						want = xxhash.Sum64(raw)
+					}
+					if fps[k][i] != want {
 						t.Fatalf("chunk at %d: wrong fingerprint", c.Offset)
+					}
+					if !slices.Equal(c.Blocks, wantBlocks) {
+						t.Fatalf("chunk at %d: block fingerprints %x, want %x", c.Offset, c.Blocks, wantBlocks)
 					}
 				}
 				if k > 0 && rgs[k-1].End >= rg.Start {

@@ -525,7 +525,7 @@ func (s *Sender) build(rest []logd.PendingRegion, regionSize uint64, src io.Read
 			for k, rg := range rgs {
 				for i, c := range rg.Chunks {
 					b.fps[c.Offset] = fps[k][i]
-					if c.Length > blockhash.BlockSize {
+					if c.Length > blockhash.BlockSize && c.Blocks == nil {
 						rg.Chunks[i].Blocks = blockhash.BlockFingerprints(c.Offset, data[k][c.Offset-rg.Start:c.End()-rg.Start])
 					}
 				}
