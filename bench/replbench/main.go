@@ -42,6 +42,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -49,6 +50,8 @@ import (
 
 	"github.com/dmsync/dmsync/blockhash"
 	"github.com/dmsync/dmsync/internal/identity"
+	"github.com/dmsync/dmsync/internal/imagefile"
+	"github.com/dmsync/dmsync/internal/replicate"
 	"github.com/dmsync/dmsync/pebble"
 	"github.com/dmsync/dmsync/rpc"
 	"github.com/dmsync/dmsync/rpc/grpctransport"
@@ -66,6 +69,7 @@ var (
 	pointMiB    = flag.Int("points", 256, "MiB written between two consistency points")
 	memtableMiB = flag.Int("memtable", 0, "B's Pebble memtable size in MiB (0: dmsyncd's default, 4)")
 	cacheMiB    = flag.Int("cache", 0, "B's Pebble block cache in MiB (0: dmsyncd's default)")
+	fixedKiB    = flag.Int("fixed", replicate.FixedChunkSize>>10, "fixed chunk size in KiB (the default is dmsyncd's)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 )
 
@@ -116,15 +120,23 @@ func run() error {
 	defer rs.stop()
 	s := sample{}
 	rng := rand.New(rand.NewPCG(1, 2))
+	prev := ""
 	for r := range *rounds {
 		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
 		// Full sync, interleaved: dmsync, rsync -W, raw TCP.
+		// Every tool's copy replaces its copy of the round before, just
+		// before it runs (rsync's b.img, tcp.img, and here dmsync's
+		// replica): on a VM whose host reclaims guest pages freed for a
+		// while, a copy into freshly freed pages costs the same for each.
+		os.RemoveAll(prev)
 		d, err := newDmsync(work, src, size, region)
 		if err != nil {
 			return err
 		}
 		stopProf := profile(*cpuProf)
+		cpu0 := cpuSeconds()
 		t, wire, _, err := d.sync()
+		cpu := cpuSeconds() - cpu0
 		stopProf()
 		if err != nil {
 			return fmt.Errorf("dmsync full sync: %w", err)
@@ -143,6 +155,7 @@ func run() error {
 			return err
 		}
 		s.add("full.tcp", t)
+		fmt.Fprintf(os.Stderr, "  full sync: dmsync %.2f s (%.2f s of CPU), rsync -W %.2f s, raw TCP %.2f s\n", s["full.dmsync"][r], cpu, s["full.rsync"][r], t)
 
 		// 1% scattered 4 KiB writes, then each tool catches up.
 		changed, err := scatter(src, size, region, d.log, rng)
@@ -186,6 +199,7 @@ func run() error {
 			return fmt.Errorf("dmsync after the point: %w", err)
 		}
 		d.close()
+		prev = d.base
 	}
 	cdcOurs, cdcPeer, err := cdcPerCore(uint64(*cdcMiB) << 20)
 	if err != nil {
@@ -314,6 +328,8 @@ type dmsync struct {
 	snd    *rpc.Sender
 	wire   *atomic.Int64
 	srcF   *os.File
+	img    *os.File
+	base   string
 }
 
 func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
@@ -329,15 +345,17 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &dmsync{log: rpctest.NewFakeLog(), image: filepath.Join(base, "b.img"), wire: &atomic.Int64{}}
+	d := &dmsync{log: rpctest.NewFakeLog(), image: filepath.Join(base, "b.img"), wire: &atomic.Int64{}, base: base}
 	d.log.AddVolume(volume, region, (size+region-1)/region)
-	img, err := os.Create(d.image)
+	// B's image created and opened as dmsyncd's receiver does.
+	if err := imagefile.Create(d.image, size); err != nil {
+		return nil, err
+	}
+	img, err := os.OpenFile(d.image, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := img.Truncate(int64(size)); err != nil {
-		return nil, err
-	}
+	d.img = img
 	// B's store opened as dmsyncd's replicator opens it.
 	cache := int64(pebble.ReplicaCacheSize)
 	if *cacheMiB > 0 {
@@ -377,7 +395,7 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 	}
 	d.snd, err = rpc.NewSender(rpc.SenderConfig{
 		Volume: volume, Peer: b.ID, Source: d.srcF, Size: size, Log: d.log,
-		Chunker: rpc.FixedChunker{Size: 4096}, Transport: d.client, MaxAttempts: 3,
+		Chunker: rpc.FixedChunker{Size: uint32(*fixedKiB) << 10}, Transport: d.client, MaxAttempts: 3,
 		Inflight: *inflight, MaxBatchBytes: uint64(*batchMiB) << 20,
 		Freezer: d.freeze,
 	})
@@ -477,6 +495,7 @@ func (d *dmsync) close() {
 	d.srv.Stop()
 	d.db.Close()
 	d.srcF.Close()
+	d.img.Close()
 }
 
 type countConn struct {
@@ -652,4 +671,11 @@ func cdcPerCore(n uint64) (float64, float64, error) {
 	}
 	_ = sink
 	return s.med("ours"), s.med("peer"), nil
+}
+
+// cpuSeconds returns the user and system CPU time this process used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
