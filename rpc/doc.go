@@ -12,7 +12,9 @@
 // check, repeated ids are asked for once, and for a chunk whose older
 // version it holds in place it asks only for the differing blocks); the
 // sender streams exactly those bytes in runs without waiting; the receiver
-// verifies every chunk before writing it, fsyncs the image, commits its
+// verifies every chunk before writing it (the writes run behind the
+// verification, up to four at once per batch), waits for the writes,
+// fsyncs the image, commits its
 // index and clears its durable "applying" marker in one Pebble batch, and
 // acks (with its root when asked). Up to SenderConfig.Inflight
 // batches are in flight; the receiver runs batches on disjoint ranges

@@ -60,7 +60,7 @@ import (
 
 var (
 	sizeMiB     = flag.Int("size", 1024, "image size in MiB")
-	rounds      = flag.Int("rounds", 3, "interleaved rounds (the median is shown)")
+	rounds      = flag.Int("rounds", 5, "interleaved rounds (the median is shown)")
 	regionKiB   = flag.Int("region", 4096, "dirty-log region size in KiB (the shipped default is 4 MiB)")
 	dir         = flag.String("dir", "", "work directory (default: a new one under /var/tmp)")
 	cdcMiB      = flag.Int("cdc", 256, "MiB chunked per CDC measurement")

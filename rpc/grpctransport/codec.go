@@ -6,6 +6,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+
+	pb "github.com/dmsync/dmsync/rpc/dmsyncpb"
 )
 
 // codec is the protobuf codec of the replication transport. It encodes as
@@ -21,6 +23,11 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("grpctransport codec: marshal %T: not a protobuf message", v)
+	}
+	if r, ok := m.(*pb.ApplyRequest); ok {
+		if d, ok := r.GetMsg().(*pb.ApplyRequest_Data); ok && len(d.Data.GetData()) >= dataNoCopyMin {
+			return marshalData(d.Data), nil
+		}
 	}
 	size := proto.Size(m)
 	// Size was just computed for m, so MarshalAppend may reuse it.
@@ -42,14 +49,24 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(bp, sharedPool)}, nil
 }
 
-// Unmarshal decodes data into v; the message's bytes fields are copies, so
-// the buffers go back to the pool at once.
+// Unmarshal decodes data into v. A Data message's bytes alias the received
+// buffer (datacodec.go); in any other message they are copies, and the
+// buffer goes back to the pool at once.
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("grpctransport codec: unmarshal into %T: not a protobuf message", v)
 	}
 	buf := data.MaterializeToBuffer(sharedPool)
+	if r, ok := m.(*pb.ApplyRequest); ok {
+		if d, ok := unmarshalData(buf.ReadOnlyData()); ok && len(d.Data) >= dataNoCopyMin {
+			// d.Data aliases buf, which is never freed: it stays the
+			// message's until the garbage collector takes it.
+			proto.Reset(r)
+			r.Msg = &pb.ApplyRequest_Data{Data: d}
+			return nil
+		}
+	}
 	defer buf.Free()
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
 }
