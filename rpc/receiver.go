@@ -730,12 +730,30 @@ func (b *Batch) PutBlocks(i uint32, data []byte) error {
 	if pos != len(data) {
 		return fmt.Errorf("volume %q: chunk %d: %d bytes of blocks past the requested ones: %w", b.v.Name, i, len(data)-pos, ErrChunkSize)
 	}
+	mask := b.blocks[j]
 	b.blocks[j] = nil
 	if Sum(buf) != c.ID {
 		b.retry = append(b.retry, j)
 		return nil
 	}
-	for _, k := range append([]int{j}, b.dups[j]...) {
+	// The image holds the rest of the chunk already (buf was read from
+	// it, and the batch's ranges are its own): write only the runs of
+	// changed blocks, so a staged point stages and applies no more.
+	for k := 0; k < len(mask); k++ {
+		if !mask[k] {
+			continue
+		}
+		first := k
+		for k+1 < len(mask) && mask[k+1] {
+			k++
+		}
+		lo, _ := blockhash.BlockRange(bc, first)
+		_, hi := blockhash.BlockRange(bc, k)
+		if err := b.write(buf[lo-c.Offset:hi-c.Offset], lo); err != nil {
+			return err
+		}
+	}
+	for _, k := range b.dups[j] {
 		if err := b.write(buf, b.chunks[k].Offset); err != nil {
 			return err
 		}

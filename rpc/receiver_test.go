@@ -492,6 +492,7 @@ func TestReceiverBlockDelta(t *testing.T) {
 		if need.Count() != 2 || !slices.Equal(need.Blocks[2], []bool{false, true, false, false}) || need.Blocks[5] != nil {
 			t.Fatalf("need %d chunks, masks %v", need.Count(), need.Blocks)
 		}
+		wrote0 := r.Stats().InPlace
 		blk := bytes.Clone(data[2*4*tChunk+tChunk : 2*4*tChunk+2*tChunk])
 		if corrupt {
 			blk[0] ^= 1
@@ -520,6 +521,10 @@ func TestReceiverBlockDelta(t *testing.T) {
 		}
 		if !bytes.Equal(img.b, src) {
 			t.Fatal("replica differs after patching")
+		}
+		// The patched chunk wrote its changed block only.
+		if w := r.Stats().InPlace - wrote0; w != 5*tChunk {
+			t.Fatalf("the batch wrote %d bytes, want %d (one block, one whole chunk)", w, 5*tChunk)
 		}
 	}
 }
