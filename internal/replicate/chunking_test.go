@@ -17,12 +17,7 @@ import (
 // with; a node set to another one fails with a clear error, auto follows
 // the record, and a new volume under auto without dm-crypt gets cdc.
 func TestChunkingIsRecorded(t *testing.T) {
-	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store := pebble.NewReplicaStore(db)
+	store := memReplicaStore(t)
 	m := func(chunking string) *Manager { return &Manager{opts: Options{Store: store, Chunking: chunking}} }
 	src := Source{LogUUID: "vol-1", Path: "/nonexistent/mirror"}
 	c, err := m("").chunkerFor(src, "peer", "")
@@ -79,12 +74,7 @@ func TestChunkingIsRecorded(t *testing.T) {
 // TestChunkingLegacyFixed: a replica recorded as plain "fixed" was made
 // with 4 KiB chunks, and keeps them under fixed and auto; cdc is refused.
 func TestChunkingLegacyFixed(t *testing.T) {
-	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store := pebble.NewReplicaStore(db)
+	store := memReplicaStore(t)
 	if err := store.RecordChunking("old", "peer", "fixed"); err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +102,7 @@ func TestChunkingLegacyFixed(t *testing.T) {
 // 16 KiB chunk, fixed chunking records 4 KiB chunks, so that no chunk
 // reaches past its region.
 func TestChunkingSmallRegions(t *testing.T) {
-	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store := pebble.NewReplicaStore(db)
+	store := memReplicaStore(t)
 	log := rpctest.NewFakeLog()
 	log.AddVolume("small", 8<<10, 128)
 	log.AddVolume("large", 64<<10, 16)
@@ -138,4 +123,15 @@ func TestChunkingSmallRegions(t *testing.T) {
 			t.Fatalf("%s: recorded %q, want %q", tc.vol, p.Chunking, tc.format)
 		}
 	}
+}
+
+// memReplicaStore returns a replica store in memory, closed with the test.
+func memReplicaStore(t *testing.T) *pebble.ReplicaStore {
+	t.Helper()
+	db, err := pebbledb.Open("", &pebbledb.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return pebble.NewReplicaStore(db)
 }
