@@ -193,14 +193,20 @@ type batch struct {
 	data    [][]byte          // per range: the bytes that were hashed
 	fps     map[uint64]uint64 // offered chunk offset -> XXH64 (fixed chunker)
 	// releases hand the read buffers data points into back to the
-	// chunker, once the batch is acknowledged or given up.
+	// chunker, once the batch is acknowledged.
 	releases []func()
 }
 
-// free hands the batch's read buffers back: data must not be read after.
-func (b *batch) free() {
-	for _, r := range b.releases {
-		r()
+// free drops the batch's bytes: data must not be read after. Only an
+// acknowledged batch hands its read buffers back for reuse. The transport
+// may still be writing the bytes of a batch given up (a stream that failed
+// or was abandoned goes on draining in gRPC's writer after Close), so those
+// buffers are left to the garbage collector rather than read into again.
+func (b *batch) free(acked bool) {
+	if acked {
+		for _, r := range b.releases {
+			r()
+		}
 	}
 	b.releases, b.data = nil, nil
 }
@@ -448,7 +454,8 @@ func (s *Sender) sendRegions(ctx context.Context, pending []logd.PendingRegion, 
 			defer wg.Done()
 			defer close(done)
 			defer func() { <-sem }()
-			defer bt.b.free() // acked or given up: its bytes are not read again
+			acked := false
+			defer func() { bt.b.free(acked) }() // acked or given up: its bytes are not read again
 			for _, w := range wait {
 				<-w
 			}
@@ -460,6 +467,7 @@ func (s *Sender) sendRegions(ctx context.Context, pending []logd.PendingRegion, 
 				fail(err)
 				return
 			}
+			acked = true
 			errMu.Lock()
 			progressed = true
 			errMu.Unlock()

@@ -25,6 +25,11 @@ type Transport interface {
 
 // ApplyStream carries one batch: Offer, then Send for every run of needed
 // chunks without waiting for replies, then Finish.
+//
+// The bytes given to Send and SendBlocks are the transport's to read until
+// Finish returns an ack (the receiver then has them all). A stream that
+// failed or was closed may go on reading them for a while after (gRPC's
+// writer drains what it queued), so the caller must not change them again.
 type ApplyStream interface {
 	Offer(o *Offer) (Need, error)
 	// Send sends chunks index, index+1, ... of one range, back to back.
