@@ -43,7 +43,7 @@ func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger,
 	if opts.MaxReconnectDelay == 0 {
 		opts.MaxReconnectDelay = 5 * time.Second
 	}
-	creds := credentials.NewTLS(identity.ClientConfig(self, identity.AllowIDs(peerID), log))
+	creds := withRecords(credentials.NewTLS(identity.ClientConfig(self, identity.AllowIDs(peerID), log)))
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -53,6 +53,7 @@ func Dial(addr string, self *identity.Identity, peerID string, log *slog.Logger,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg), grpc.ForceCodecV2(codec{})),
 		grpc.WithInitialWindowSize(4 << 20),
 		grpc.WithInitialConnWindowSize(8 << 20),
+		grpc.WithWriteBufferSize(grpcWriteBuf),
 		experimental.WithBufferPool(sharedPool),
 	}
 	live := opts.Liveness.withDefaults()

@@ -49,21 +49,34 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(bp, sharedPool)}, nil
 }
 
-// Unmarshal decodes data into v. A Data message's bytes alias the received
-// buffer (datacodec.go); in any other message they are copies, and the
-// buffer goes back to the pool at once.
+// inbound is an ApplyRequest read by the server's batch handler. A Data
+// message's bytes alias buf, the received buffer, which the handler frees
+// once the batch no longer reads them (Commit or Abort returned): the
+// bytes are neither copied out of the message nor allocated afresh for
+// the next one.
+type inbound struct {
+	req *pb.ApplyRequest
+	buf mem.Buffer // nil unless req's Data aliases it
+}
+
+// Unmarshal decodes data into v, a proto.Message or an *inbound. Only an
+// inbound's Data bytes alias the received buffer (datacodec.go); in any
+// other message they are copies, and the buffer goes back to the pool at
+// once.
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	in, isInbound := v.(*inbound)
 	m, ok := v.(proto.Message)
+	if isInbound {
+		in.req, in.buf = &pb.ApplyRequest{}, nil
+		m, ok = in.req, true
+	}
 	if !ok {
 		return fmt.Errorf("grpctransport codec: unmarshal into %T: not a protobuf message", v)
 	}
 	buf := data.MaterializeToBuffer(sharedPool)
-	if r, ok := m.(*pb.ApplyRequest); ok {
+	if isInbound {
 		if d, ok := unmarshalData(buf.ReadOnlyData()); ok && len(d.Data) >= dataNoCopyMin {
-			// d.Data aliases buf, which is never freed: it stays the
-			// message's until the garbage collector takes it.
-			proto.Reset(r)
-			r.Msg = &pb.ApplyRequest_Data{Data: d}
+			in.req.Msg, in.buf = &pb.ApplyRequest_Data{Data: d}, buf
 			return nil
 		}
 	}

@@ -54,7 +54,34 @@ func TestDataCodec(t *testing.T) {
 		if !proto.Equal(&got, req) {
 			t.Fatalf("index %d, %d bytes, partial %v: decoded a different message", tc.index, tc.n, tc.partial)
 		}
+		// The server's handler reads into an inbound: a run of dataNoCopyMin
+		// bytes or more aliases the buffer handed back with it.
+		in2 := &inbound{buf: mem.SliceBuffer("stale")}
+		if err := (codec{}).Unmarshal(in, in2); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(in2.req, req) {
+			t.Fatalf("index %d, %d bytes, partial %v: decoded a different inbound message", tc.index, tc.n, tc.partial)
+		}
+		if aliased := in2.buf != nil; aliased != (tc.n >= dataNoCopyMin) {
+			t.Fatalf("%d bytes: buffer handed back %v, want %v", tc.n, aliased, tc.n >= dataNoCopyMin)
+		}
+		if in2.buf != nil {
+			b, d := in2.buf.ReadOnlyData(), in2.req.GetData().GetData()
+			if &b[len(b)-len(d)-boolSize(tc.partial)] != &d[0] {
+				t.Fatalf("%d bytes: the Data bytes do not alias the buffer handed back", tc.n)
+			}
+			in2.buf.Free()
+		}
 	}
+}
+
+// boolSize is the encoded size of Data.partial when set.
+func boolSize(set bool) int {
+	if set {
+		return 2
+	}
+	return 0
 }
 
 // FuzzUnmarshalData: whatever unmarshalData accepts, proto.Unmarshal

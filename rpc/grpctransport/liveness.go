@@ -121,7 +121,7 @@ func (s *stallTimer) stalled() bool {
 
 // recvResult is one message (or the final error) read from a stream.
 type recvResult struct {
-	req *pb.ApplyRequest
+	req *inbound
 	err error
 }
 
@@ -139,9 +139,10 @@ func newStallReader(stream pb.Replica_ApplyServer, stall time.Duration) *stallRe
 	r := &stallReader{ch: make(chan recvResult), done: make(chan struct{}), stall: stall}
 	go func() {
 		for {
-			req, err := stream.Recv()
+			in := &inbound{}
+			err := stream.RecvMsg(in)
 			select {
-			case r.ch <- recvResult{req, err}:
+			case r.ch <- recvResult{in, err}:
 			case <-r.done:
 				return
 			}
@@ -155,7 +156,7 @@ func newStallReader(stream pb.Replica_ApplyServer, stall time.Duration) *stallRe
 
 // next returns the stream's next message, or errStalled if none came
 // within the stall duration.
-func (r *stallReader) next() (*pb.ApplyRequest, error) {
+func (r *stallReader) next() (*inbound, error) {
 	t := time.NewTimer(r.stall)
 	defer t.Stop()
 	select {

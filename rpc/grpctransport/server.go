@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/peer"
 
 	"github.com/dmsync/dmsync/blockhash"
@@ -42,10 +43,10 @@ func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger, li
 	// Connection and work bounds (limits.go); a request waits for a slot
 	// for at most half the stall bound, so the sender hears why.
 	lim := newLimiter(l.Limits, l.Stall/2, log)
-	creds := lim.creds(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log)))
+	creds := lim.creds(withRecords(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log))))
 	// WaitForHandlers: Stop returns only once no handler touches the
 	// receiver's store or images any more.
-	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), experimental.BufferPool(sharedPool), grpc.ForceServerCodecV2(codec{})},
+	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), grpc.WriteBufferSize(grpcWriteBuf), experimental.BufferPool(sharedPool), grpc.ForceServerCodecV2(codec{})},
 		append(l.serverOptions(), lim.options()...)...)
 	s := grpc.NewServer(opts...)
 	pb.RegisterReplicaServer(s, &server{recv: recv, log: log, stall: l.Stall})
@@ -141,11 +142,20 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 	// ranges: every Recv is bounded by the stall duration.
 	rx := newStallReader(stream, s.stall)
 	defer rx.close()
-	req, err := rx.next()
+	// The received buffers the batch's Data bytes alias go back to the
+	// pool once the batch is done with them: after Commit, or the Abort
+	// deferred below (both wait for the batch's writes).
+	var held []mem.Buffer
+	defer func() {
+		for _, buf := range held {
+			buf.Free()
+		}
+	}()
+	in, err := rx.next()
 	if err != nil {
 		return err
 	}
-	po := req.GetOffer()
+	po := in.req.GetOffer()
 	if po == nil {
 		return fmt.Errorf("first message is not an offer: %w", rpc.ErrProtocol)
 	}
@@ -162,14 +172,17 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 		return err
 	}
 	for {
-		req, err := rx.next()
+		in, err := rx.next()
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("stream closed before done: %w", rpc.ErrProtocol)
 		}
 		if err != nil {
 			return err
 		}
-		switch m := req.Msg.(type) {
+		if in.buf != nil {
+			held = append(held, in.buf)
+		}
+		switch m := in.req.Msg.(type) {
 		case *pb.ApplyRequest_Data:
 			put := b.Put
 			if m.Data.GetPartial() {
@@ -201,7 +214,7 @@ func (s *server) apply(stream pb.Replica_ApplyServer) error {
 			}
 			return stream.Send(&pb.ApplyResponse{Msg: &pb.ApplyResponse_Ack{Ack: pa}})
 		default:
-			return fmt.Errorf("unexpected %T after the offer: %w", req.Msg, rpc.ErrProtocol)
+			return fmt.Errorf("unexpected %T after the offer: %w", in.req.Msg, rpc.ErrProtocol)
 		}
 	}
 }
