@@ -37,6 +37,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +72,7 @@ var (
 	cacheMiB    = flag.Int("cache", 0, "B's Pebble block cache in MiB (0: dmsyncd's default)")
 	fixedKiB    = flag.Int("fixed", replicate.FixedChunkSize>>10, "fixed chunk size in KiB (the default is dmsyncd's)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
+	traceFile   = flag.String("trace", "", "write an execution trace of dmsync's last full sync to this file (go tool trace)")
 )
 
 const volume = "bench-volume"
@@ -134,9 +136,11 @@ func run() error {
 			return err
 		}
 		stopProf := profile(*cpuProf)
+		stopTrace := startTrace(*traceFile)
 		cpu0 := cpuSeconds()
 		t, wire, _, err := d.sync()
 		cpu := cpuSeconds() - cpu0
+		stopTrace()
 		stopProf()
 		if err != nil {
 			return fmt.Errorf("dmsync full sync: %w", err)
@@ -243,6 +247,25 @@ func profile(path string) func() {
 		return func() {}
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// startTrace starts an execution trace into path (replacing an earlier
+// round's) and returns what stops it.
+func startTrace(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "replbench: trace:", err)
+		return func() {}
+	}
+	if err := trace.Start(f); err != nil {
+		fmt.Fprintln(os.Stderr, "replbench: trace:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { trace.Stop(); f.Close() }
 }
 
 func deltaProfile(path string) string {
