@@ -137,9 +137,9 @@ func run() error {
 		}
 		stopProf := profile(*cpuProf)
 		stopTrace := startTrace(*traceFile)
-		cpu0 := cpuSeconds()
+		cpu0, busy0 := cpuSeconds(), machineBusy()
 		t, wire, _, err := d.sync()
-		cpu := cpuSeconds() - cpu0
+		cpu, busy := cpuSeconds()-cpu0, machineBusy()-busy0
 		stopTrace()
 		stopProf()
 		if err != nil {
@@ -149,7 +149,9 @@ func run() error {
 		s.add("full.dmsync.wire", float64(wire)/float64(size))
 		rsyncB := filepath.Join(rs.root, "b.img")
 		os.Remove(rsyncB)
+		rbusy0 := machineBusy()
 		t, _, err = rs.copy(src, "-W")
+		rbusy := machineBusy() - rbusy0
 		if err != nil {
 			return fmt.Errorf("rsync -W: %w", err)
 		}
@@ -159,7 +161,7 @@ func run() error {
 			return err
 		}
 		s.add("full.tcp", t)
-		fmt.Fprintf(os.Stderr, "  full sync: dmsync %.2f s (%.2f s of CPU), rsync -W %.2f s, raw TCP %.2f s\n", s["full.dmsync"][r], cpu, s["full.rsync"][r], t)
+		fmt.Fprintf(os.Stderr, "  full sync: dmsync %.2f s (%.2f s of CPU, machine busy %.2f s), rsync -W %.2f s (machine busy %.2f s), raw TCP %.2f s\n", s["full.dmsync"][r], cpu, busy, s["full.rsync"][r], rbusy, t)
 
 		// 1% scattered 4 KiB writes, then each tool catches up.
 		changed, err := scatter(src, size, region, d.log, rng)
@@ -694,6 +696,31 @@ func cdcPerCore(n uint64) (float64, float64, error) {
 	}
 	_ = sink
 	return s.med("ours"), s.med("peer"), nil
+}
+
+// machineBusy returns the CPU seconds the whole machine spent busy (user,
+// nice, system, irq and softirq in /proc/stat), so that a peer made of
+// several processes (rsync's sender, receiver and generator, its daemon)
+// and the kernel's own work for each tool can be compared; 0 if unknown.
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks float64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0
+		}
+		ticks += v
+	}
+	return ticks / 100 // USER_HZ
 }
 
 // cpuSeconds returns the user and system CPU time this process used.
