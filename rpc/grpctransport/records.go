@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -46,6 +47,9 @@ type recordConn struct {
 	armed bool
 	buf   []byte
 	err   error // the first write error: every later write fails with it
+
+	// flushing is set while a flush writes to the socket.
+	flushing atomic.Bool
 }
 
 func newRecordConn(c net.Conn) *recordConn {
@@ -106,7 +110,9 @@ func (c *recordConn) flushLocked() error {
 	if len(c.buf) == 0 {
 		return nil
 	}
+	c.flushing.Store(true)
 	_, err := c.Conn.Write(c.buf)
+	c.flushing.Store(false)
 	c.buf = c.buf[:0]
 	c.err = err
 	return err
@@ -127,6 +133,17 @@ func (c *flushConn) Write(p []byte) (int, error) {
 		return 0, ferr
 	}
 	return n, err
+}
+
+// Close closes the connection. A flush blocked on a peer that does not
+// read is ended first, by closing the socket, as crypto/tls does for a
+// write in flight: otherwise TLS's close_notify would wait for it (up to
+// the 5 s TLS allows it).
+func (c *flushConn) Close() error {
+	if c.rec.flushing.Load() {
+		c.rec.Conn.Close()
+	}
+	return c.Conn.Close()
 }
 
 // recordCreds puts a recordConn under the TLS of c.

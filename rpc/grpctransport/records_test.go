@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -138,5 +139,36 @@ func TestRecordsWriteError(t *testing.T) {
 	}
 	if _, err := client.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("a later write: %v, want the first error again", err)
+	}
+}
+
+// TestRecordsCloseEndsBlockedFlush: closing a connection whose peer stopped
+// reading ends a flush blocked on the full socket at once, as crypto/tls
+// does for a blocked write, rather than after close_notify's 5 s.
+func TestRecordsCloseEndsBlockedFlush(t *testing.T) {
+	client, _, _ := tlsPair(t, true, 0) // the server never reads
+	fc := client.(*flushConn)
+	done := make(chan error, 1)
+	go func() {
+		piece := make([]byte, grpcWriteBuf)
+		for {
+			if _, err := client.Write(piece); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for !fc.rec.flushing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the socket's buffers are full: the flush is blocked
+	start := time.Now()
+	client.Close()
+	err := <-done
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close and the blocked write took %v (close_notify's deadline is 5 s)", d)
+	}
+	if err == nil {
+		t.Fatal("the blocked write succeeded after Close")
 	}
 }
