@@ -5,7 +5,7 @@ import (
 	"slices"
 	"sort"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
 // Shape of the content-defined Merkle tree.
