@@ -45,8 +45,10 @@ func NewServer(self *identity.Identity, recv *rpc.Receiver, log *slog.Logger, li
 	lim := newLimiter(l.Limits, l.Stall/2, log)
 	creds := lim.creds(withRecords(credentials.NewTLS(identity.ServerConfig(self, recv.KnownSender, log))))
 	// WaitForHandlers: Stop returns only once no handler touches the
-	// receiver's store or images any more.
-	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), grpc.WriteBufferSize(grpcWriteBuf), experimental.BufferPool(sharedPool), grpc.ForceServerCodecV2(codec{})},
+	// receiver's store or images any more. ReadBufferSize(0): gRPC reads
+	// frames straight from TLS, whose own reads are buffered below it
+	// (records.go), instead of copying every byte through a second buffer.
+	opts := append([]grpc.ServerOption{grpc.Creds(creds), grpc.MaxRecvMsgSize(max(recv.MaxOfferBytes(), minMsg)), grpc.WaitForHandlers(true), grpc.WriteBufferSize(grpcWriteBuf), grpc.ReadBufferSize(0), experimental.BufferPool(sharedPool), grpc.ForceServerCodecV2(codec{})},
 		append(l.serverOptions(), lim.options()...)...)
 	s := grpc.NewServer(opts...)
 	pb.RegisterReplicaServer(s, &server{recv: recv, log: log, stall: l.Stall})
