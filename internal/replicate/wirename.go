@@ -108,10 +108,24 @@ func (t *wireTransport) Root(ctx context.Context, _ string) (rpc.RootInfo, error
 	return r, err
 }
 
-// Commit implements rpc.Transport, under the name the batches used.
+// Commit implements rpc.Transport, under the name the batches used,
+// trying the other name once: a sender that starts afresh (a restarted
+// replicator knows no wire name yet) may commit a point of no batches
+// before it has offered anything, and under the first candidate forever.
+// The receiver holds no point under a name it does not know, so the
+// other name commits only what was staged under it.
 func (t *wireTransport) Commit(ctx context.Context, c rpc.Commit) (rpc.Committed, error) {
 	c.Volume = t.name()
-	return t.Transport.Commit(ctx, c)
+	r, err := t.Transport.Commit(ctx, c)
+	if errors.Is(err, rpc.ErrUnknownVolume) && len(t.cands) > 1 {
+		t.unknown(err)
+		c.Volume = t.name()
+		r, err = t.Transport.Commit(ctx, c)
+	}
+	if err == nil {
+		t.names.set(t.send, t.name())
+	}
+	return r, err
 }
 
 // Tree implements rpc.Transport.
