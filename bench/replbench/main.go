@@ -20,6 +20,15 @@
 //
 // A's dirty log is rpctest.FakeLog (the bench measures the data path, not
 // the kernel log); B's index is Pebble on disk.
+//
+// Every tool starts cold: the images' pages are dropped from the page
+// cache before each copy, and dmsync reads A's image with O_DIRECT, as
+// dmsyncd reads a volume (the mirror device's page cache is not coherent
+// with writes that reach it through dm-crypt above, so dmsyncd never reads
+// through it). rsync and the raw TCP copy read through the cache, with the
+// kernel's readahead. -warm leaves the images cached and has dmsync read
+// through the cache too: a figure for the data path alone, not for what
+// dmsyncd does.
 package main
 
 import (
@@ -48,8 +57,10 @@ import (
 	"time"
 
 	"github.com/jotfs/fastcdc-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/dmsync/dmsync/blockhash"
+	"github.com/dmsync/dmsync/internal/directio"
 	"github.com/dmsync/dmsync/internal/identity"
 	"github.com/dmsync/dmsync/internal/imagefile"
 	"github.com/dmsync/dmsync/internal/replicate"
@@ -67,12 +78,14 @@ var (
 	cdcMiB      = flag.Int("cdc", 256, "MiB chunked per CDC measurement")
 	inflight    = flag.Int("inflight", 0, "batches in flight (0: the sender's default)")
 	batchMiB    = flag.Int("batch", 0, "MiB per batch (0: the sender's default)")
+	batchRead   = flag.Int("batchread", 0, "MiB of the volume one batch covers at most (0: the sender's default)")
 	pointMiB    = flag.Int("points", 256, "MiB written between two consistency points")
 	memtableMiB = flag.Int("memtable", 0, "B's Pebble memtable size in MiB (0: dmsyncd's default, 4)")
 	cacheMiB    = flag.Int("cache", 0, "B's Pebble block cache in MiB (0: dmsyncd's default)")
 	fixedKiB    = flag.Int("fixed", replicate.FixedChunkSize>>10, "fixed chunk size in KiB (the default is dmsyncd's)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
 	traceFile   = flag.String("trace", "", "write an execution trace of dmsync's last full sync to this file (go tool trace)")
+	warm        = flag.Bool("warm", false, "leave the images in the page cache and read A's through it (default: each tool starts cold, and dmsync reads A with O_DIRECT, as dmsyncd reads a volume)")
 )
 
 const volume = "bench-volume"
@@ -110,7 +123,11 @@ func run() error {
 		defer os.RemoveAll(work)
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("replbench: %d MiB image, %d KiB regions, %d rounds, %d CPUs, load %s", *sizeMiB, *regionKiB, *rounds, runtime.NumCPU(), load)
+	mode := "cold: A read with O_DIRECT, as dmsyncd does"
+	if *warm {
+		mode = "warm: A read through the page cache"
+	}
+	fmt.Printf("replbench: %d MiB image, %d KiB regions, %d rounds, %s, %d CPUs, load %s", *sizeMiB, *regionKiB, *rounds, mode, runtime.NumCPU(), load)
 	src := filepath.Join(work, "a.img")
 	if err := makeImage(src, size); err != nil {
 		return err
@@ -135,6 +152,9 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		if err := cold(src); err != nil {
+			return err
+		}
 		stopProf := profile(*cpuProf)
 		stopTrace := startTrace(*traceFile)
 		cpu0, busy0 := cpuSeconds(), machineBusy()
@@ -149,6 +169,9 @@ func run() error {
 		s.add("full.dmsync.wire", float64(wire)/float64(size))
 		rsyncB := filepath.Join(rs.root, "b.img")
 		os.Remove(rsyncB)
+		if err := cold(src); err != nil {
+			return err
+		}
 		rbusy0 := machineBusy()
 		t, _, err = rs.copy(src, "-W")
 		rbusy := machineBusy() - rbusy0
@@ -156,6 +179,9 @@ func run() error {
 			return fmt.Errorf("rsync -W: %w", err)
 		}
 		s.add("full.rsync", t)
+		if err := cold(src); err != nil {
+			return err
+		}
 		t, err = tcpCopy(src, filepath.Join(work, "tcp.img"))
 		if err != nil {
 			return err
@@ -166,6 +192,9 @@ func run() error {
 		// 1% scattered 4 KiB writes, then each tool catches up.
 		changed, err := scatter(src, size, region, d.log, rng)
 		if err != nil {
+			return err
+		}
+		if err := cold(src); err != nil {
 			return err
 		}
 		stopProf = profile(deltaProfile(*cpuProf))
@@ -180,6 +209,9 @@ func run() error {
 		s.add("delta.dmsync", t)
 		s.add("delta.dmsync.wire", float64(wire)/float64(changed))
 		s.add("delta.dmsync.read", float64(read)/float64(size))
+		if err := cold(src, rsyncB); err != nil {
+			return err
+		}
 		t, rsWire, err := rs.copy(src, "--inplace", "--no-whole-file")
 		if err != nil {
 			return fmt.Errorf("rsync delta: %w", err)
@@ -277,6 +309,30 @@ func deltaProfile(path string) string {
 	return path + ".delta"
 }
 
+// cold drops the files' pages from the page cache (after writing back
+// what is dirty), so that the next tool reads them from the disk, as it
+// would a volume it has not read lately; with -warm it does nothing.
+func cold(paths ...string) error {
+	if *warm {
+		return nil
+	}
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("evict %s from the page cache: %w", p, err)
+		}
+		err = f.Sync()
+		if err == nil {
+			err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("evict %s from the page cache: %w", p, err)
+		}
+	}
+	return nil
+}
+
 func makeImage(path string, size uint64) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -352,9 +408,12 @@ type dmsync struct {
 	client *grpctransport.Client
 	snd    *rpc.Sender
 	wire   *atomic.Int64
-	srcF   *os.File
-	img    *os.File
-	base   string
+	srcF   interface {
+		io.ReaderAt
+		io.Closer
+	}
+	img  *os.File
+	base string
 }
 
 func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
@@ -415,13 +474,22 @@ func newDmsync(work, src string, size, region uint64) (*dmsync, error) {
 	if d.client, err = grpctransport.Dial(ln.Addr().String(), a, b.ID, slog.New(slog.DiscardHandler), grpctransport.DialOptions{Dialer: dial}); err != nil {
 		return nil, err
 	}
-	if d.srcF, err = os.Open(src); err != nil {
+	// A's volume is read as dmsyncd reads it: with O_DIRECT (a block
+	// device's page cache is not kept coherent with writes that reach it
+	// through the dm devices above). -warm reads it through the cache.
+	if *warm {
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, err
+		}
+		d.srcF = f
+	} else if d.srcF, err = directio.Open(src, false); err != nil {
 		return nil, err
 	}
 	d.snd, err = rpc.NewSender(rpc.SenderConfig{
 		Volume: volume, Peer: b.ID, Source: d.srcF, Size: size, Log: d.log,
 		Chunker: rpc.FixedChunker{Size: uint32(*fixedKiB) << 10}, Transport: d.client, MaxAttempts: 3,
-		Inflight: *inflight, MaxBatchBytes: uint64(*batchMiB) << 20,
+		Inflight: *inflight, MaxBatchBytes: uint64(*batchMiB) << 20, MaxBatchRead: uint64(*batchRead) << 20,
 		Freezer: d.freeze,
 	})
 	return d, err
