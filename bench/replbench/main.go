@@ -84,7 +84,7 @@ var (
 	cacheMiB    = flag.Int("cache", 0, "B's Pebble block cache in MiB (0: dmsyncd's default)")
 	fixedKiB    = flag.Int("fixed", replicate.FixedChunkSize>>10, "fixed chunk size in KiB (the default is dmsyncd's)")
 	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of dmsync's full syncs to this file (and of its delta syncs to FILE.delta)")
-	traceFile   = flag.String("trace", "", "write an execution trace of dmsync's last full sync to this file (go tool trace)")
+	traceFile   = flag.String("trace", "", "write an execution trace of dmsync's last full sync to this file (go tool trace), and of its last delta sync to FILE.delta")
 	warm        = flag.Bool("warm", false, "leave the images in the page cache and read A's through it (default: each tool starts cold, and dmsync reads A with O_DIRECT, as dmsyncd reads a volume)")
 )
 
@@ -198,7 +198,9 @@ func run() error {
 			return err
 		}
 		stopProf = profile(deltaProfile(*cpuProf))
+		stopTrace = startTrace(deltaProfile(*traceFile))
 		t, wire, read, err := d.sync()
+		stopTrace()
 		stopProf()
 		if err != nil {
 			return fmt.Errorf("dmsync delta: %w", err)
