@@ -48,12 +48,15 @@ bench:
 	@command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq rsync; }
 	$(GO) run ./bench/replbench $(BENCH_FLAGS)
 
-# Regenerate the protobuf code (committed); verify-gen fails if it is stale.
+# Regenerate the protobuf code and the BLAKE3 assembly (committed);
+# verify-gen fails if either is stale.
 genproto:
 	@bash scripts/genproto.sh
+	$(GO) generate ./internal/blake3batch
 
 verify-gen: deps
 	@bash scripts/genproto.sh --check
+	@t=$$(mktemp) && $(GO) run ./internal/blake3batch/gen -out $$t && cmp -s $$t internal/blake3batch/sum_amd64.s || { echo "verify-gen: internal/blake3batch/sum_amd64.s is stale: run go generate ./internal/blake3batch" >&2; rm -f $$t; exit 1; }; rm -f $$t
 
 clean:
 	rm -rf bin .cache/vm

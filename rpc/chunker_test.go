@@ -45,6 +45,11 @@ func testCutChanged(t *testing.T, f FixedChunker) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			for _, c := range want.Chunks {
+				if c.ID != Sum(vol[c.Offset:c.End()]) {
+					t.Fatalf("Cut: chunk at %d: id is not the BLAKE3 of its bytes", c.Offset)
+				}
+			}
 			chg := map[uint64]bool{}
 			for _, c := range want.Chunks {
 				chg[c.Offset] = r.Float64() < tc.frac
@@ -79,6 +84,9 @@ func testCutChanged(t *testing.T, f FixedChunker) {
 							raw = binary.LittleEndian.AppendUint64(raw, wantBlocks[len(wantBlocks)-1])
 						}
 						want = xxhash.Sum64(raw)
+					}
+					if c.ID != Sum(b) {
+						t.Fatalf("chunk at %d: id is not the BLAKE3 of its bytes", c.Offset)
 					}
 					if fps[k][i] != want {
 						t.Fatalf("chunk at %d: wrong fingerprint", c.Offset)

@@ -654,6 +654,7 @@ func (b *Batch) Put(i uint32, data []byte) error {
 		return fmt.Errorf("volume %q: chunk %d of %d: %w", b.v.Name, i, len(b.chunks), ErrProtocol)
 	}
 	n := 0
+	var sb sumBatch // chunks hashed several at a time
 	for pos := 0; pos < len(data); n++ {
 		j := first + n
 		if j >= len(b.chunks) || !b.missing[j] || b.got[j] || (n > 0 && b.chunks[j].Offset != b.chunks[j-1].End()) {
@@ -666,13 +667,22 @@ func (b *Batch) Put(i uint32, data []byte) error {
 		if uint64(len(data)-pos) < uint64(c.Length) {
 			return fmt.Errorf("volume %q: chunk %d at %d: %d bytes left in the run, offer said %d: %w", b.v.Name, j, c.Offset, len(data)-pos, c.Length, ErrChunkSize)
 		}
-		if Sum(data[pos:pos+int(c.Length)]) != c.ID {
+		if !sb.add(pos, int(c.Length), j) && Sum(data[pos:pos+int(c.Length)]) != c.ID {
 			return fmt.Errorf("volume %q: chunk %d at %d: %w", b.v.Name, j, c.Offset, ErrHashMismatch)
 		}
 		pos += int(c.Length)
 	}
 	if n == 0 {
 		return fmt.Errorf("volume %q: empty run at chunk %d: %w", b.v.Name, i, ErrChunkSize)
+	}
+	var bad error
+	sb.sum(data, func(j int, id ID) {
+		if id != b.chunks[j].ID && bad == nil {
+			bad = fmt.Errorf("volume %q: chunk %d at %d: %w", b.v.Name, j, b.chunks[j].Offset, ErrHashMismatch)
+		}
+	})
+	if bad != nil {
+		return bad
 	}
 	if err := b.write(data, b.chunks[first].Offset); err != nil {
 		return err
