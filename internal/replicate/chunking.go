@@ -38,7 +38,8 @@ const (
 	fixedFormat       = "fixed-16k"
 	legacyFixedFormat = "fixed"
 	// FixedChunkSize is the chunk of fixed chunking (fixedFormat). 16 KiB rather than 4 KiB:
-	// BLAKE3 hashes a 4 KiB input on half of its SIMD lanes, and the
+	// zeebo/blake3 hashes a 4 KiB input on half of its SIMD lanes (as
+	// internal/blake3batch does not, on a CPU without AVX-512), and the
 	// replica's index holds a quarter of the keys (make bench: full sync
 	// 0.43x rsync -W at 4 KiB, 0.84x at 16 KiB, 0.83x at 32 KiB, where
 	// the delta after scattered 4 KiB writes got slower: 5.1x rsync
