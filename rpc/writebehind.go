@@ -35,7 +35,11 @@ func (w *writeBehind) write(img Image, data []byte, off uint64, wrap func(error)
 	go func() {
 		defer w.wg.Done()
 		defer func() { <-w.sem }()
-		if _, err := img.WriteAt(data, int64(off)); err != nil {
+		_, err := img.WriteAt(data, int64(off))
+		if err == nil {
+			err = startWriteback(img, off, len(data))
+		}
+		if err != nil {
 			w.mu.Lock()
 			if w.err == nil {
 				w.err = wrap(err)
