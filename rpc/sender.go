@@ -34,7 +34,9 @@ type SenderConfig struct {
 	Store  *pebble.ReplicaStore
 	Logger *slog.Logger
 	// MaxBatchBytes bounds the bytes one batch offers, and the bytes read
-	// at once (default 16 MiB).
+	// at once (default 64 MiB: every batch costs B two fsyncs and A one,
+	// and a full sync of 1 GiB took 1.6-1.8 s in 64 MiB batches against
+	// 1.9-2.2 s in 16 MiB ones; make bench, README).
 	MaxBatchBytes uint64
 	// MaxBatchRead bounds the bytes of the volume one batch covers
 	// (default 256 MiB, and at least MaxBatchBytes): after scattered writes
@@ -90,6 +92,9 @@ type Stats struct {
 	ChunksUnchanged int
 }
 
+// DefaultMaxBatchBytes is SenderConfig.MaxBatchBytes when it is zero.
+const DefaultMaxBatchBytes = 64 << 20
+
 // maxRun bounds the bytes of one Data message (a run of chunks).
 const maxRun = 256 << 10
 
@@ -137,7 +142,7 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxBatchBytes == 0 {
-		cfg.MaxBatchBytes = 16 << 20
+		cfg.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if cfg.MaxBatchRead == 0 {
 		cfg.MaxBatchRead = 256 << 20
