@@ -32,7 +32,7 @@ func Sum[ID ~[32]byte](data []byte, size int, offs []int, ids []ID) {
 					o := offs[i+k]
 					quarters[k] = &data[o : o+size][0]
 				}
-				sum4x4K(&quarters, &out)
+				sum16Chunks(&quarters, &counters4, 2, &out)
 				for k := range quarters {
 					put(&ids[i+k], &out, k)
 				}
@@ -43,7 +43,7 @@ func Sum[ID ~[32]byte](data []byte, size int, offs []int, ids []ID) {
 				for k := range quarters {
 					quarters[k] = &b[k*Size4K]
 				}
-				sum16K(&quarters, &out)
+				sum16Chunks(&quarters, &counters16, 4, &out)
 				put(&ids[i], &out, 0)
 			}
 		}
@@ -52,6 +52,13 @@ func Sum[ID ~[32]byte](data []byte, size int, offs []int, ids []ID) {
 		ids[i] = ID(blake3.Sum256(data[offs[i] : offs[i]+size]))
 	}
 }
+
+// The chunk counters of the lanes: four 4 KiB messages (lane 4k+c is
+// chunk c of message k), or one 16 KiB message (lane l is chunk l).
+var (
+	counters4  = [16]uint32{0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3}
+	counters16 = [16]uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+)
 
 // put stores the digest in lane k of out.
 func put[ID ~[32]byte](id *ID, out *[8][16]uint32, k int) {

@@ -6,14 +6,10 @@ import "golang.org/x/sys/cpu"
 
 var useAVX512 = cpu.X86.HasAVX512F
 
-// sum4x4K hashes the four 4 KiB blocks at blocks[0..3], leaving digest
-// word w of block k in out[w][k].
+// sum16Chunks hashes sixteen 1 KiB chunks, chunk c of quarter k at
+// blocks[k]+1024c in lane 4k+c, each lane with its chunk counter, then
+// builds levels parent levels over adjacent lanes, the last one the root:
+// digest word w of message m is left in out[w][m].
 //
 //go:noescape
-func sum4x4K(blocks *[4]*byte, out *[8][16]uint32)
-
-// sum16K hashes the 16 KiB block whose four 4 KiB quarters are at
-// blocks[0..3], leaving digest word w in out[w][0].
-//
-//go:noescape
-func sum16K(blocks *[4]*byte, out *[8][16]uint32)
+func sum16Chunks(blocks *[4]*byte, counters *[16]uint32, levels int, out *[8][16]uint32)

@@ -1,7 +1,8 @@
-// Command gen writes sum_amd64.s, the AVX-512 kernel of package blake3batch:
-// BLAKE3-256 of four 4 KiB messages at once, one 1 KiB chunk per 32-bit
-// lane of a ZMM register (16 lanes = 4 messages x 4 chunks), then the two
-// parent levels of each message's tree in the same registers.
+// Command gen writes sum_amd64.s, the AVX-512 kernel of package
+// blake3batch: sixteen BLAKE3 chunks of 1 KiB at once, one per 32-bit lane
+// of a ZMM register (four 4 KiB messages of four chunks, or one 16 KiB
+// message of sixteen), then the parent levels of the messages' trees in
+// the same registers.
 //
 // Run it through go generate in the parent directory; `make verify-gen`
 // fails if the committed file differs from what it writes.
@@ -109,31 +110,21 @@ func (g *gen) feedForward() {
 	}
 }
 
-// parentLevel compresses pairs of adjacent lanes' chaining values: lane p
-// of the result is the parent of lanes 2p and 2p+1.
-func (g *gen) parentLevel(flags int) {
+// parentMessage loads the message of a parent level into the registers
+// msg names, with the flags in AX: lane p's message is the chaining values
+// of lanes 2p and 2p+1. The state is then set up for the compression.
+func (g *gen) parentMessage(msg [16]string) {
 	g.p("\tVMOVDQU32 ·evenLanes(SB), Z8")
 	g.p("\tVMOVDQU32 ·oddLanes(SB), Z9")
 	for j := 0; j < 8; j++ {
-		g.p("\tVPERMD %s, Z8, %s", v(j), m(j))
-		g.p("\tVPERMD %s, Z9, %s", v(j), m(8+j))
+		g.p("\tVPERMD %s, Z8, %s", v(j), msg[j])
+		g.p("\tVPERMD %s, Z9, %s", v(j), msg[8+j])
 	}
 	for i := 0; i < 8; i++ {
 		g.p("\tMOVL $0x%08X, BX", iv[i])
 		g.p("\tVPBROADCASTD BX, %s", v(i))
 	}
-	g.p("\tMOVL $%d, AX", flags)
 	g.tail("")
-	g.rounds(fixedMsg())
-	g.feedForward()
-}
-
-// fixedMsg maps message word j to Z16+j.
-func fixedMsg() (msg [16]string) {
-	for j := range msg {
-		msg[j] = m(j)
-	}
-	return msg
 }
 
 // regs hands out Z8..Z31 while a block's message is loaded and
@@ -249,26 +240,30 @@ func (g *gen) loadMessage() (msg [16]string) {
 	return msg
 }
 
-// kernel emits func name(blocks *[4]*byte, out *[8][16]uint32): the
-// sixteen 1 KiB chunks at blocks[k]+1024c (lane 4k+c) with the chunk
-// counters at symbol counters, then levels parent levels, the last of them
-// the root. Digest word w of message k is left in out[w][k].
-func (g *gen) kernel(name, counters string, levels int, what string) {
+// kernel emits func sum16Chunks(blocks *[4]*byte, counters *[16]uint32,
+// levels int, out *[8][16]uint32): the sixteen 1 KiB chunks at
+// blocks[k]+1024c (lane 4k+c) with the chunk counters of the lanes, then
+// levels parent levels, the last of them the root. Digest word w of
+// message k is left in out[w][k].
+func (g *gen) kernel() {
 	g.p("")
-	g.p("// func %s(blocks *[4]*byte, out *[8][16]uint32) hashes %s.", name, what)
-	g.p("TEXT ·%s(SB), NOSPLIT, $0-16", name)
+	g.p("// func sum16Chunks(blocks *[4]*byte, counters *[16]uint32, levels int, out *[8][16]uint32)")
+	g.p("TEXT ·sum16Chunks(SB), NOSPLIT, $0-32")
 	g.p("\tMOVQ blocks+0(FP), AX")
 	g.p("\tMOVQ 0(AX), R8")
 	g.p("\tMOVQ 8(AX), R9")
 	g.p("\tMOVQ 16(AX), R10")
 	g.p("\tMOVQ 24(AX), R11")
-	g.p("\tMOVQ out+8(FP), DI")
+	g.p("\tMOVQ counters+8(FP), SI")
+	g.p("\tMOVQ levels+16(FP), DX")
+	g.p("\tMOVQ out+24(FP), DI")
 	for i := 0; i < 8; i++ {
 		g.p("\tMOVL $0x%08X, BX", iv[i])
 		g.p("\tVPBROADCASTD BX, %s", v(i))
 	}
 	g.p("\tXORQ R12, R12")
-	g.p("%s_block:", name)
+	g.p("\tXORQ CX, CX")
+	g.p("block:")
 	// The flags of the block at byte R12 of a chunk.
 	g.p("\tXORL AX, AX")
 	g.p("\tMOVL $%d, BX", chunkStart)
@@ -278,20 +273,26 @@ func (g *gen) kernel(name, counters string, levels int, what string) {
 	g.p("\tCMPQ R12, $960")
 	g.p("\tCMOVLEQ BX, AX")
 	msg := g.loadMessage()
-	g.tail("·" + counters + "(SB)")
+	g.tail("(SI)")
+	g.p("\tJMP compress")
+	// After the chunks, one compression per parent level, CX counting
+	// them: the message words go to the registers the chunks' transpose
+	// left them in, so both share one copy of the rounds.
+	g.p("parent:")
+	g.p("\tINCQ CX")
+	g.p("\tMOVL $%d, AX", parent)
+	g.p("\tMOVL $%d, BX", parent|root)
+	g.p("\tCMPQ CX, DX")
+	g.p("\tCMOVLEQ BX, AX")
+	g.parentMessage(msg)
+	g.p("compress:")
 	g.rounds(msg)
 	g.feedForward()
 	g.p("\tADDQ $64, R12")
 	g.p("\tCMPQ R12, $1024")
-	g.p("\tJLT %s_block", name)
-	for l := 1; l <= levels; l++ {
-		g.p("\t// parent level %d: lane p is the parent of lanes 2p and 2p+1", l)
-		if l < levels {
-			g.parentLevel(parent)
-		} else {
-			g.parentLevel(parent | root)
-		}
-	}
+	g.p("\tJLT block")
+	g.p("\tCMPQ CX, DX")
+	g.p("\tJLT parent")
 	for i := 0; i < 8; i++ {
 		g.p("\tVMOVDQU32 %s, %d(DI)", v(i), 64*i)
 	}
@@ -309,15 +310,6 @@ func main() {
 	g.p("")
 	g.p("#include \"textflag.h\"")
 	g.p("")
-	g.p("// The chunk counter of each lane: four 4 KiB messages, or one of 16 KiB.")
-	for i := 0; i < 16; i++ {
-		g.p("DATA ·chunkCounters4+%d(SB)/4, $%d", 4*i, i%4)
-	}
-	g.p("GLOBL ·chunkCounters4(SB), RODATA|NOPTR, $64")
-	for i := 0; i < 16; i++ {
-		g.p("DATA ·chunkCounters16+%d(SB)/4, $%d", 4*i, i)
-	}
-	g.p("GLOBL ·chunkCounters16(SB), RODATA|NOPTR, $64")
 	for i := 0; i < 16; i++ {
 		g.p("DATA ·evenLanes+%d(SB)/4, $%d", 4*i, (2*i)%16)
 	}
@@ -327,10 +319,7 @@ func main() {
 	}
 	g.p("GLOBL ·oddLanes(SB), RODATA|NOPTR, $64")
 	g.p("")
-	g.kernel("sum4x4K", "chunkCounters4", 2,
-		"four 4 KiB blocks at blocks[0..3]: lane 4k+c is chunk c of block k")
-	g.kernel("sum16K", "chunkCounters16", 4,
-		"one 16 KiB block, its four 4 KiB quarters at blocks[0..3]: lane l is chunk l")
+	g.kernel()
 	if err := os.WriteFile(*out, g.b.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
