@@ -34,9 +34,10 @@ type SenderConfig struct {
 	Store  *pebble.ReplicaStore
 	Logger *slog.Logger
 	// MaxBatchBytes bounds the bytes one batch offers, and the bytes read
-	// at once (default 64 MiB: every batch costs B two fsyncs and A one,
-	// and a full sync of 1 GiB took 1.6-1.8 s in 64 MiB batches against
-	// 1.9-2.2 s in 16 MiB ones; make bench, README).
+	// at once (default 16 MiB). Every batch costs B two fsyncs and A one:
+	// 64 MiB batches synced 1 GiB in 1.5-1.8 s against 1.9-2.2 s, but
+	// they hold three times the memory on A, and a guest run with them
+	// showed a soft lockup in a replicator's page fault (README).
 	MaxBatchBytes uint64
 	// MaxBatchRead bounds the bytes of the volume one batch covers
 	// (default 256 MiB, and at least MaxBatchBytes): after scattered writes
@@ -93,7 +94,7 @@ type Stats struct {
 }
 
 // DefaultMaxBatchBytes is SenderConfig.MaxBatchBytes when it is zero.
-const DefaultMaxBatchBytes = 64 << 20
+const DefaultMaxBatchBytes = 16 << 20
 
 // maxRun bounds the bytes of one Data message (a run of chunks).
 const maxRun = 256 << 10
